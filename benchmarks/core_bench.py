@@ -1,0 +1,195 @@
+"""Engine core benchmark: full message lifecycles against raw heapq, and memory.
+
+Measures in one run (this machine is noisy, so the baseline is measured here too):
+
+(a) ``heapq_pairs_per_s``: heappush + heappop pairs on ``(priority, seq)``
+    tuples in a heap of 10^4, priorities uniform in 0-9 -- the Python floor;
+(b) ``lifecycle_per_s_1e4`` / ``_1e6``: enqueue -> dequeue -> ack of a 128-byte
+    payload, priorities uniform in 0-9, in a queue kept at a depth of 10^4 and
+    10^6 messages. Messages go through the engine's batch calls
+    (``enqueue_batch``, ``dequeue(max_count)``, ``ack_batch``) of ``--batch``
+    messages, the way the server's group commit hands them over;
+    ``single_op_lifecycle_per_s_1e4`` is the same with one call per step;
+(c) ``bytes_per_message``: traced memory per queued message at depth 10^6,
+    beyond its payload object (ids and every index included).
+
+Each figure is the median of ``--repeat`` timings. The last line printed is
+one JSON object. Run: ``python benchmarks/core_bench.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import heapq
+import json
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+
+from kokaq.core import Engine, MessageSpec
+
+PAYLOAD = bytes(128)
+NS, Q = "bench", "q"
+
+
+def median_rate(run: Callable[[], float], repeat: int) -> float:
+    return statistics.median(run() for _ in range(repeat))
+
+
+def heapq_pairs_per_s(depth: int, pairs: int, priorities: list[int]) -> float:
+    mask = len(priorities) - 1
+    heap = [(priorities[i & mask], i) for i in range(depth)]
+    heapq.heapify(heap)
+    push, pop = heapq.heappush, heapq.heappop
+    seq = depth
+    start = time.perf_counter()
+    for i in range(pairs):
+        seq += 1
+        push(heap, (priorities[i & mask], seq))
+        pop(heap)
+    return pairs / (time.perf_counter() - start)
+
+
+class Filled:
+    """An engine holding one queue at a given depth, and a stream of fresh ids."""
+
+    def __init__(self, depth: int, priorities: list[int]) -> None:
+        self.engine = Engine()
+        self.engine.create_namespace(NS, now=0)
+        self.engine.create_queue(NS, Q, now=0)
+        self.priorities = priorities
+        self.specs = [MessageSpec(payload=PAYLOAD, priority=p) for p in range(10)]
+        self.counter = 0
+        self.now = 1
+        self.fill(depth)
+
+    def ids(self, count: int) -> list[str]:
+        start = self.counter
+        self.counter += count
+        return [f"m{i:012d}" for i in range(start, start + count)]
+
+    def fill(self, count: int, chunk: int = 1000) -> None:
+        mask = len(self.priorities) - 1
+        while count > 0:
+            n = min(chunk, count)
+            first = self.counter
+            specs = [self.specs[self.priorities[(first + i) & mask]] for i in range(n)]
+            self.engine.enqueue_batch(NS, Q, specs, message_ids=self.ids(n), now=self.now)
+            count -= n
+
+    def batched_lifecycles(self, total: int, batch: int) -> float:
+        engine = self.engine
+        mask = len(self.priorities) - 1
+        rounds = total // batch
+        # Inputs are prepared before the clock starts, as a server decodes them first.
+        id_batches = [self.ids(batch) for _ in range(rounds)]
+        spec_batches = [
+            [self.specs[self.priorities[(r * batch + i) & mask]] for i in range(batch)]
+            for r in range(rounds)
+        ]
+        gc.collect()
+        start = time.perf_counter()
+        for r in range(rounds):
+            self.now += 1
+            now = self.now
+            engine.enqueue_batch(NS, Q, spec_batches[r], message_ids=id_batches[r], now=now)
+            leased = engine.dequeue(NS, Q, lock_id=f"L{r}", now=now, max_count=batch)
+            engine.ack_batch(NS, Q, [(m.id, m.lock_id or "") for m in leased], now=now)
+        return rounds * batch / (time.perf_counter() - start)
+
+    def single_lifecycles(self, total: int) -> float:
+        engine = self.engine
+        mask = len(self.priorities) - 1
+        ids = self.ids(total)
+        priorities = [self.priorities[i & mask] for i in range(total)]
+        enqueue, dequeue, ack = engine.enqueue, engine.dequeue, engine.ack
+        now = self.now = self.now + 1
+        gc.collect()
+        start = time.perf_counter()
+        for i in range(total):
+            enqueue(NS, Q, PAYLOAD, message_id=ids[i], now=now, priority=priorities[i])
+            (message,) = dequeue(NS, Q, lock_id="L", now=now)
+            ack(NS, Q, message.id, "L", now=now)
+        return total / (time.perf_counter() - start)
+
+
+def bytes_per_message(depth: int, priorities: list[int]) -> float:
+    """Traced bytes per queued message, less its payload object."""
+    engine = Engine()
+    engine.create_namespace(NS, now=0)
+    engine.create_queue(NS, Q, now=0)
+    mask = len(priorities) - 1
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    chunk = 1000
+    payload_bytes = 0
+    for first in range(0, depth, chunk):
+        # Each message gets its own payload and id objects, as if decoded off the wire.
+        specs = []
+        for i in range(first, first + chunk):
+            payload = bytes(PAYLOAD)[:-1] + bytes([i & 0xFF])
+            payload_bytes += sys.getsizeof(payload)
+            specs.append(MessageSpec(payload=payload, priority=priorities[i & mask]))
+        ids = [f"m{i:012d}" for i in range(first, first + chunk)]
+        engine.enqueue_batch(NS, Q, specs, message_ids=ids, now=1)
+        del specs, ids
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert engine.stats(NS, Q).ready == depth
+    return (after - before - payload_bytes) / depth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--lifecycles", type=int, default=100_000)
+    parser.add_argument("--big-depth", type=int, default=1_000_000)
+    args = parser.parse_args()
+
+    rng = random.Random(7)
+    priorities = [rng.randrange(10) for _ in range(1 << 16)]
+
+    heapq_rate = median_rate(lambda: heapq_pairs_per_s(10_000, 300_000, priorities), args.repeat)
+    print(f"heapq push+pop pairs/s (depth 1e4): {heapq_rate:,.0f}")
+
+    small = Filled(10_000, priorities)
+    rate_small = median_rate(
+        lambda: small.batched_lifecycles(args.lifecycles, args.batch), args.repeat
+    )
+    print(f"lifecycles/s at depth 1e4 (batches of {args.batch}): {rate_small:,.0f}")
+    single = median_rate(lambda: small.single_lifecycles(args.lifecycles // 2), args.repeat)
+    print(f"lifecycles/s at depth 1e4 (one call per step): {single:,.0f}")
+    del small
+
+    per_message = bytes_per_message(args.big_depth, priorities)
+    print(f"bytes per queued message at depth {args.big_depth:.0e}: {per_message:,.0f}")
+
+    big = Filled(args.big_depth, priorities)
+    rate_big = median_rate(lambda: big.batched_lifecycles(args.lifecycles, args.batch), args.repeat)
+    print(f"lifecycles/s at depth {args.big_depth:.0e} (batches of {args.batch}): {rate_big:,.0f}")
+
+    print(
+        json.dumps(
+            {
+                "heapq_pairs_per_s": round(heapq_rate),
+                "lifecycle_per_s_1e4": round(rate_small),
+                "lifecycle_per_s_1e6": round(rate_big),
+                "ratio_to_heapq": round(rate_small / heapq_rate, 3),
+                "depth_retention": round(rate_big / rate_small, 3),
+                "bytes_per_message": round(per_message),
+                "single_op_lifecycle_per_s_1e4": round(single),
+                "batch": args.batch,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

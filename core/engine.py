@@ -1,0 +1,630 @@
+"""The engine: namespaces of queues of messages, and every operation on them.
+
+Deterministic by construction: each mutating operation takes ``now``
+(integer milliseconds) and any id it creates; nothing reads a clock or a
+random source. The engine keeps its own clock, the largest ``now`` it has
+been given, so time never runs backwards inside it even if the callers'
+clocks disagree a little (a new Raft leader, say).
+
+Every operation checks its input before it changes anything and raises a
+``KokaqError`` subclass on failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kokaq.core import snapshot as _snapshot
+from kokaq.core.admission import MAX_DELAY_MS, admit, admit_spec
+from kokaq.core.config import HOUR, SECOND, NamespaceConfig, QueueConfig
+from kokaq.core.errors import (
+    ConfigError,
+    InvalidArgument,
+    KokaqError,
+    MessageExists,
+    NamespaceExists,
+    NamespaceNotFound,
+    NotEmpty,
+    QueueExists,
+    QueueNotFound,
+    ResourceExhausted,
+)
+from kokaq.core.message import FailureReason, Headers, Message, MessageSpec, MessageView
+from kokaq.core.namespace import Namespace
+from kokaq.core.queue import Queue, Transitions
+from kokaq.core.results import (
+    DeadPage,
+    EnqueueResult,
+    NackResult,
+    NamespaceInfo,
+    QueueInfo,
+    QueueStats,
+    TickReport,
+)
+from kokaq.core.validation import check_bool, check_id, check_int, check_name, check_text
+
+__all__ = ["MAX_BATCH", "Engine"]
+
+#: The most items one enqueue batch, dequeue, peek, page or ack batch may carry.
+MAX_BATCH = 1000
+_MAX_LEASE_MS = 12 * HOUR
+_MAX_ERROR_BYTES = 4096
+_MAX_TIME = 2**53  # milliseconds; far beyond any real clock, and JSON-safe
+
+
+class Engine:
+    """A kokaq engine. Not thread-safe: one caller (the Raft apply loop) at a time."""
+
+    def __init__(self) -> None:
+        self._namespaces: dict[str, Namespace] = {}
+        self._now = 0
+        self._seq = 0  # the last sequence number given to a message
+
+    # -- time ------------------------------------------------------------------
+
+    def _clock(self, now: int) -> int:
+        if type(now) is not int or not 0 <= now <= _MAX_TIME:
+            raise InvalidArgument("now", f"must be integer milliseconds from 0 to {_MAX_TIME}")
+        if now > self._now:
+            self._now = now
+            return now
+        return self._now
+
+    @property
+    def now(self) -> int:
+        """The engine's clock: the largest ``now`` it has been given."""
+        return self._now
+
+    # -- lookups -----------------------------------------------------------------
+
+    def _namespace(self, name: str) -> Namespace:
+        try:
+            return self._namespaces[name]
+        except (KeyError, TypeError):
+            check_name("namespace", name)
+            raise NamespaceNotFound(name) from None
+
+    def _queue(self, namespace: str, queue: str) -> Queue:
+        try:
+            return self._namespaces[namespace].queues[queue]
+        except (KeyError, TypeError):
+            self._namespace(namespace)
+            check_name("queue", queue)
+            raise QueueNotFound(namespace, queue) from None
+
+    # -- namespaces --------------------------------------------------------------
+
+    def create_namespace(
+        self, name: str, config: NamespaceConfig | None = None, *, now: int
+    ) -> NamespaceInfo:
+        now = self._clock(now)
+        check_name("namespace", name)
+        config = _valid_namespace_config(config)
+        if name in self._namespaces:
+            raise NamespaceExists(name)
+        namespace = self._namespaces[name] = Namespace(name, config, now)
+        return namespace.info()
+
+    def get_namespace(self, name: str) -> NamespaceInfo:
+        return self._namespace(name).info()
+
+    def list_namespaces(self) -> list[NamespaceInfo]:
+        return [self._namespaces[name].info() for name in sorted(self._namespaces)]
+
+    def update_namespace(self, name: str, config: NamespaceConfig, *, now: int) -> NamespaceInfo:
+        now = self._clock(now)
+        namespace = self._namespace(name)
+        config = _valid_namespace_config(config)
+        if config.max_queues is not None and len(namespace.queues) > config.max_queues:
+            raise ConfigError(
+                "max_queues", f"the namespace already has {len(namespace.queues)} queues"
+            )
+        namespace.config = config
+        namespace.updated_at = now
+        return namespace.info()
+
+    def delete_namespace(self, name: str, *, force: bool = False, now: int) -> None:
+        """Delete a namespace; one that still has queues needs ``force``."""
+        self._clock(now)
+        namespace = self._namespace(name)
+        check_bool("force", force)
+        if namespace.queues and not force:
+            raise NotEmpty(name, None, len(namespace.queues))
+        del self._namespaces[name]
+
+    def purge_namespace(self, name: str, *, now: int) -> int:
+        """Purge every queue of the namespace; returns how many messages went."""
+        self._clock(now)
+        return sum(queue.purge_ready() for queue in self._namespace(name).queues.values())
+
+    # -- queues ------------------------------------------------------------------
+
+    def create_queue(
+        self, namespace: str, name: str, config: QueueConfig | None = None, *, now: int
+    ) -> QueueInfo:
+        now = self._clock(now)
+        ns = self._namespace(namespace)
+        check_name("queue", name)
+        config = _valid_queue_config(config)
+        if name in ns.queues:
+            raise QueueExists(namespace, name)
+        if ns.config.max_queues is not None and len(ns.queues) >= ns.config.max_queues:
+            raise ResourceExhausted(
+                f"namespace {namespace!r} already has its maximum of {ns.config.max_queues} queues"
+            )
+        queue = ns.queues[name] = Queue(namespace, name, config, now)
+        return _queue_info(queue)
+
+    def get_queue(self, namespace: str, name: str) -> QueueInfo:
+        return _queue_info(self._queue(namespace, name))
+
+    def list_queues(self, namespace: str) -> list[QueueInfo]:
+        queues = self._namespace(namespace).queues
+        return [_queue_info(queues[name]) for name in sorted(queues)]
+
+    def update_queue(
+        self, namespace: str, name: str, config: QueueConfig, *, now: int
+    ) -> QueueInfo:
+        """Replace a queue's configuration.
+
+        It applies to the messages already held where that makes sense: the
+        delivery limit, TTL-free retention, backoff and dedup window are read
+        when they are needed, and retention is applied at once. Leases keep
+        their deadlines and messages keep their priorities.
+        """
+        now = self._clock(now)
+        queue = self._queue(namespace, name)
+        config = _valid_queue_config(config)
+        queue.config = config
+        queue.updated_at = now
+        queue.apply_due(now, Transitions())
+        return _queue_info(queue)
+
+    def delete_queue(self, namespace: str, name: str, *, force: bool = False, now: int) -> None:
+        """Delete a queue; one holding messages (ready to dead) needs ``force``."""
+        self._clock(now)
+        queue = self._queue(namespace, name)
+        check_bool("force", force)
+        held = queue.held() + len(queue.dead)
+        if held and not force:
+            raise NotEmpty(namespace, name, held)
+        del self._namespaces[namespace].queues[name]
+
+    def purge_queue(self, namespace: str, name: str, *, now: int) -> int:
+        """Remove every ready and delayed message; leased ones stay with their holders."""
+        self._clock(now)
+        return self._queue(namespace, name).purge_ready()
+
+    # -- enqueue -----------------------------------------------------------------
+
+    def enqueue(
+        self,
+        namespace: str,
+        queue: str,
+        payload: bytes,
+        *,
+        message_id: str,
+        now: int,
+        priority: int = 0,
+        headers: Headers | None = None,
+        delay_ms: int | None = None,
+        run_at: int | None = None,
+        ttl_ms: int | None = None,
+        expires_at: int | None = None,
+        max_deliveries: int | None = None,
+        dedup_key: str | None = None,
+        fairness_key: str | None = None,
+        cost: int = 1,
+    ) -> EnqueueResult:
+        """Enqueue one message. A repeat of a dedup key within the window
+        returns the first message's id with ``duplicate=True`` and adds nothing.
+
+        Raises:
+            InvalidArgument / PayloadTooLarge: a field broke a rule (named).
+            MessageExists: ``message_id`` is already used in this queue.
+            QueueFull: the queue is at ``max_length``.
+        """
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        message = admit(
+            q.config,
+            message_id,
+            now,
+            self._seq + 1,
+            payload,
+            priority,
+            headers,
+            delay_ms,
+            run_at,
+            ttl_ms,
+            expires_at,
+            max_deliveries,
+            dedup_key,
+            fairness_key,
+            cost,
+        )
+        if dedup_key is not None:
+            first = q.duplicate_of(dedup_key, now)
+            if first is not None:
+                return _duplicate(q, first)
+        if message_id in q.messages:
+            raise MessageExists(namespace, queue, message_id)
+        q.check_room(1)
+        self._seq += 1
+        return q.insert(message, now)
+
+    def enqueue_batch(
+        self,
+        namespace: str,
+        queue: str,
+        items: Sequence[MessageSpec],
+        *,
+        message_ids: Sequence[str],
+        now: int,
+    ) -> list[EnqueueResult]:
+        """Enqueue a batch, all or nothing: one bad item rejects the whole batch,
+        naming it (``items[3].priority``). Dedup keys repeated inside the batch
+        resolve to the first item that carried them.
+        """
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        if not isinstance(items, Sequence) or not 1 <= len(items) <= MAX_BATCH:
+            raise InvalidArgument("items", f"must hold 1 to {MAX_BATCH} messages")
+        if not isinstance(message_ids, Sequence) or len(message_ids) != len(items):
+            raise InvalidArgument("message_ids", "must give one id per item")
+        admitted: list[Message] = []
+        # Per item: its own result once inserted, or the id of the message it repeats.
+        outcomes: list[EnqueueResult | str | None] = []
+        batch_ids: set[str] = set()
+        batch_dedup: dict[str, str] = {}
+        for index, (spec, message_id) in enumerate(zip(items, message_ids, strict=True)):
+            seq = self._seq + 1 + len(admitted)
+            message = admit_spec(q.config, spec, message_id, now, seq, f"items[{index}].")
+            key = message.dedup_key
+            if key is not None:
+                if (first := q.duplicate_of(key, now)) is not None:
+                    outcomes.append(_duplicate(q, first))
+                    continue
+                if (first := batch_dedup.get(key)) is not None:
+                    outcomes.append(first)
+                    continue
+            if message_id in q.messages or message_id in batch_ids:
+                raise MessageExists(namespace, queue, message_id)
+            batch_ids.add(message_id)
+            if key is not None and q.config.dedup_window_ms:
+                batch_dedup[key] = message_id
+            admitted.append(message)
+            outcomes.append(None)
+        q.check_room(len(admitted))
+        self._seq += len(admitted)
+        inserted = {m.id: q.insert(m, now) for m in admitted}
+        inserted_in_order = iter(inserted.values())
+        results: list[EnqueueResult] = []
+        for outcome in outcomes:
+            if outcome is None:
+                results.append(next(inserted_in_order))
+            elif isinstance(outcome, str):
+                first_result = inserted[outcome]
+                results.append(first_result._replace(duplicate=True))
+            else:
+                results.append(outcome)
+        return results
+
+    # -- dequeue and peek ----------------------------------------------------------
+
+    def dequeue(
+        self,
+        namespace: str,
+        queue: str,
+        *,
+        lock_id: str,
+        now: int,
+        max_count: int = 1,
+        visibility_timeout_ms: int | None = None,
+    ) -> list[MessageView]:
+        """Lease up to ``max_count`` messages in dispatch order under ``lock_id``.
+
+        Each lease lasts the queue's visibility timeout, or
+        ``visibility_timeout_ms`` (1 s - 12 h). Due transitions are applied first.
+        """
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        check_id("lock_id", lock_id)
+        if type(max_count) is not int or not 1 <= max_count <= MAX_BATCH:
+            check_int("max_count", max_count, 1, MAX_BATCH)
+        if visibility_timeout_ms is None:
+            lease_ms = q.config.visibility_timeout_ms
+        else:
+            lease_ms = check_int(
+                "visibility_timeout_ms", visibility_timeout_ms, SECOND, _MAX_LEASE_MS
+            )
+        q.apply_due(now, Transitions())
+        view = q.view
+        return [view(m) for m in q.lease(max_count, lock_id, lease_ms, now)]
+
+    def peek(self, namespace: str, queue: str, *, now: int, count: int = 1) -> list[MessageView]:
+        """The next ``count`` messages in dispatch order, not locked.
+
+        Applies due transitions first (as dequeue does), so it is a command,
+        not a pure read: replicate it, or tick before it.
+        """
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        check_int("count", count, 1, MAX_BATCH)
+        q.apply_due(now, Transitions())
+        return [q.view(m) for m in q.scheduler.peek(count)]
+
+    # -- settling leases -------------------------------------------------------------
+
+    def _locked(self, q: Queue, message_id: str, lock_id: str, now: int) -> Message:
+        check_id("message_id", message_id)
+        check_id("lock_id", lock_id)
+        return q.locked(message_id, lock_id, now)
+
+    def ack(self, namespace: str, queue: str, message_id: str, lock_id: str, *, now: int) -> None:
+        """Settle a lease as done: the message is kept as succeeded for the retention period.
+
+        Raises:
+            MessageNotFound: no such message.
+            LockLost: the lock id is wrong or the lease has ended; nothing changed.
+        """
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        q.ack(self._locked(q, message_id, lock_id, now), now)
+
+    def ack_batch(
+        self, namespace: str, queue: str, items: Sequence[tuple[str, str]], *, now: int
+    ) -> list[KokaqError | None]:
+        """Ack many ``(message_id, lock_id)`` pairs; each succeeds or fails on its own.
+
+        Returns one entry per item: None, or the error that item met.
+        """
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        if not isinstance(items, Sequence) or not 1 <= len(items) <= MAX_BATCH:
+            raise InvalidArgument("items", f"must hold 1 to {MAX_BATCH} pairs")
+        results: list[KokaqError | None] = []
+        for message_id, lock_id in items:
+            try:
+                q.ack(self._locked(q, message_id, lock_id, now), now)
+                results.append(None)
+            except KokaqError as error:
+                results.append(error)
+        return results
+
+    def nack(
+        self,
+        namespace: str,
+        queue: str,
+        message_id: str,
+        lock_id: str,
+        *,
+        now: int,
+        reason: FailureReason = FailureReason.PROCESSING_ERROR,
+        error: str | None = None,
+        delay_ms: int | None = None,
+        dead_letter: bool = False,
+    ) -> NackResult:
+        """Settle a lease as failed.
+
+        The message goes back to the queue after ``delay_ms`` (or the queue's
+        backoff), or to the DLQ when ``dead_letter`` is set or its deliveries
+        are used up (dropped instead when the queue's DLQ is off).
+        """
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        try:
+            reason = FailureReason(reason)
+        except ValueError:
+            raise InvalidArgument("reason", "is not a known failure reason") from None
+        if error is not None:
+            check_text("error", error, _MAX_ERROR_BYTES)
+        if delay_ms is not None:
+            check_int("delay_ms", delay_ms, 0, MAX_DELAY_MS)
+        check_bool("dead_letter", dead_letter)
+        message = self._locked(q, message_id, lock_id, now)
+        return q.nack(message, now, reason, error, delay_ms, dead_letter)
+
+    def extend(
+        self, namespace: str, queue: str, message_id: str, lock_id: str, *, add_ms: int, now: int
+    ) -> int:
+        """Push the lease deadline back by ``add_ms``; returns the new deadline."""
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        check_int("add_ms", add_ms, 1, _MAX_LEASE_MS)
+        message = self._locked(q, message_id, lock_id, now)
+        deadline = (message.lock_deadline or now) + add_ms
+        if deadline - now > _MAX_LEASE_MS:
+            raise InvalidArgument("add_ms", "a lease may not reach more than 12 h ahead")
+        return q.relock(message, deadline, now)
+
+    def refresh(
+        self, namespace: str, queue: str, message_id: str, lock_id: str, *, now: int
+    ) -> int:
+        """Restart the lease's visibility timeout from now; returns the new deadline."""
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        message = self._locked(q, message_id, lock_id, now)
+        return q.relock(message, now + message.lease_ms, now)
+
+    def set_visibility_timeout(
+        self,
+        namespace: str,
+        queue: str,
+        message_id: str,
+        lock_id: str,
+        *,
+        timeout_ms: int,
+        now: int,
+    ) -> int:
+        """Make the lease end ``timeout_ms`` from now (and refresh with it from then on)."""
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        check_int("timeout_ms", timeout_ms, SECOND, _MAX_LEASE_MS)
+        message = self._locked(q, message_id, lock_id, now)
+        message.lease_ms = timeout_ms
+        return q.relock(message, now + timeout_ms, now)
+
+    def release(
+        self,
+        namespace: str,
+        queue: str,
+        message_id: str,
+        lock_id: str,
+        *,
+        now: int,
+        delay_ms: int | None = None,
+        visible_at: int | None = None,
+    ) -> int:
+        """Give a lease back without failing it: visible now, after ``delay_ms``
+        or at ``visible_at``. The delivery is not counted. Returns when it is visible.
+        """
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        if delay_ms is not None:
+            if visible_at is not None:
+                raise InvalidArgument("visible_at", "give delay_ms or visible_at, not both")
+            visible_at = now + check_int("delay_ms", delay_ms, 0, MAX_DELAY_MS)
+        elif visible_at is not None:
+            check_int("visible_at", visible_at, 0, now + MAX_DELAY_MS)
+        message = self._locked(q, message_id, lock_id, now)
+        return q.release(message, max(now, visible_at or now), now)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get_message(self, namespace: str, queue: str, message_id: str) -> MessageView:
+        """A message in any state it is still held in (ready to dead)."""
+        q = self._queue(namespace, queue)
+        check_id("message_id", message_id)
+        return q.view(q.get(message_id))
+
+    def stats(self, namespace: str, queue: str, *, now: int | None = None) -> QueueStats:
+        """Counts by state, the age of the oldest ready message, and running totals."""
+        q = self._queue(namespace, queue)
+        at = self._now if now is None else max(self._now, check_int("now", now, 0, _MAX_TIME))
+        oldest = q.oldest_ready.oldest()
+        return QueueStats(
+            ready=len(q.scheduler),
+            delayed=len(q.delayed),
+            leased=len(q.leased),
+            succeeded=len(q.succeeded),
+            dead=len(q.dead),
+            oldest_ready_age_ms=None if oldest is None else at - oldest.created_at,
+            totals=q.totals.as_dict(),
+        )
+
+    # -- dead-letter queue ---------------------------------------------------------------
+
+    def list_dead(
+        self, namespace: str, queue: str, *, limit: int = 100, after: int | None = None
+    ) -> DeadPage:
+        """A page of the DLQ, oldest death first; pass ``next_cursor`` as ``after``."""
+        q = self._queue(namespace, queue)
+        check_int("limit", limit, 1, MAX_BATCH)
+        if after is not None:
+            check_int("after", after, 0, 2**128)
+        found, cursor = q.dead_page(after, limit)
+        return DeadPage([q.view(m) for m in found], cursor)
+
+    def redrive(
+        self, namespace: str, queue: str, *, now: int, message_ids: Sequence[str] | None = None
+    ) -> int:
+        """Move dead messages (all, or those named) back to ready with their
+        priority, fairness key and original enqueue time; deliveries restart at 0.
+        """
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        return q.redrive(q.dead_messages(_id_list(message_ids)), now)
+
+    def purge_dead(
+        self, namespace: str, queue: str, *, now: int, message_ids: Sequence[str] | None = None
+    ) -> int:
+        """Delete dead messages (all, or those named)."""
+        self._clock(now)
+        q = self._queue(namespace, queue)
+        return q.purge_dead(q.dead_messages(_id_list(message_ids)))
+
+    # -- time-driven transitions ---------------------------------------------------------
+
+    def tick(self, now: int) -> TickReport:
+        """Apply every transition due by ``now`` in every queue and report them."""
+        now = self._clock(now)
+        changes = Transitions()
+        changed: list[tuple[str, str]] = []
+        for namespace in self._namespaces.values():
+            for queue in namespace.queues.values():
+                before = changes.total()
+                queue.apply_due(now, changes)
+                if changes.total() != before:
+                    changed.append((queue.namespace, queue.name))
+        return TickReport(
+            promoted=changes.promoted,
+            lease_expired=changes.lease_expired,
+            expired=changes.expired,
+            dead_lettered=changes.dead_lettered,
+            dropped=changes.dropped,
+            purged=changes.purged,
+            queues=tuple(changed),
+            next_due=self.next_due(),
+        )
+
+    def next_due(self) -> int | None:
+        """The earliest time any transition falls due, or None; a pure read."""
+        due = [
+            when
+            for namespace in self._namespaces.values()
+            for queue in namespace.queues.values()
+            if (when := queue.next_due()) is not None
+        ]
+        return min(due) if due else None
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole engine as msgpack bytes; ``Engine.restore`` gives it back."""
+        return _snapshot.dump(self._namespaces, self._now, self._seq)
+
+    @classmethod
+    def restore(cls, data: bytes) -> Engine:
+        engine = cls()
+        engine._namespaces, engine._now, engine._seq = _snapshot.load(data)
+        return engine
+
+
+def _valid_namespace_config(config: NamespaceConfig | None) -> NamespaceConfig:
+    if config is None:
+        return NamespaceConfig()
+    if not isinstance(config, NamespaceConfig):
+        raise ConfigError("config", "must be a NamespaceConfig")
+    config.validate()
+    return config
+
+
+def _valid_queue_config(config: QueueConfig | None) -> QueueConfig:
+    if config is None:
+        return QueueConfig()
+    if not isinstance(config, QueueConfig):
+        raise ConfigError("config", "must be a QueueConfig")
+    config.validate()
+    return config
+
+
+def _queue_info(queue: Queue) -> QueueInfo:
+    return QueueInfo(queue.namespace, queue.name, queue.config, queue.created_at, queue.updated_at)
+
+
+def _duplicate(queue: Queue, first_id: str) -> EnqueueResult:
+    first = queue.messages.get(first_id)
+    if first is None:  # settled and purged since; the id is still the answer
+        return EnqueueResult(first_id, None, None, True)
+    return EnqueueResult(first_id, first.state, first.visible_at, True)
+
+
+def _id_list(message_ids: Sequence[str] | None) -> list[str] | None:
+    if message_ids is None:
+        return None
+    if isinstance(message_ids, str) or not isinstance(message_ids, Sequence):
+        raise InvalidArgument("message_ids", "must be a list of message ids")
+    if len(message_ids) > 10 * MAX_BATCH:
+        raise InvalidArgument("message_ids", f"must hold at most {10 * MAX_BATCH} ids")
+    return [check_id(f"message_ids[{i}]", m) for i, m in enumerate(message_ids)]

@@ -1,0 +1,471 @@
+"""One queue: its messages, their indexes and every lifecycle transition.
+
+States and the index that holds a message in each::
+
+    ready      scheduler            (and oldest_ready, for the age statistic)
+    delayed    delayed  (visible_at)
+    leased     leased   (lock_deadline)
+    succeeded  succeeded (a deque in ack order, for retention)
+    dead       dead     (a sorted dict in dead-letter order)
+
+plus ``ttl`` (expires_at) for held messages that have a TTL. Methods that can
+fail check everything before they change anything. Time (``now``) arrives
+already clamped to be non-decreasing by the engine.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from sortedcontainers import SortedDict
+
+from kokaq.core.backoff import retry_delay
+from kokaq.core.config import QueueConfig
+from kokaq.core.errors import InvalidArgument, InvalidState, LockLost, MessageNotFound, QueueFull
+from kokaq.core.indexes import LazyHeap, OldestIndex, deadline_key
+from kokaq.core.message import FailureReason, Message, MessageState, MessageView
+from kokaq.core.results import EnqueueResult, NackOutcome, NackResult, Totals
+from kokaq.core.scheduler import Scheduler, StrictPriorityScheduler
+
+__all__ = ["Queue", "Transitions"]
+
+READY = MessageState.READY
+DELAYED = MessageState.DELAYED
+LEASED = MessageState.LEASED
+SUCCEEDED = MessageState.SUCCEEDED
+DEAD = MessageState.DEAD
+_HELD = (READY, DELAYED, LEASED)
+
+
+class Transitions:
+    """Counts of the time-driven transitions applied, for ``tick`` reports."""
+
+    __slots__ = ("dead_lettered", "dropped", "expired", "lease_expired", "promoted", "purged")
+
+    def __init__(self) -> None:
+        self.promoted = 0
+        self.lease_expired = 0
+        self.expired = 0
+        self.dead_lettered = 0
+        self.dropped = 0
+        self.purged = 0
+
+    def total(self) -> int:
+        return (
+            self.promoted
+            + self.lease_expired
+            + self.expired
+            + self.dead_lettered
+            + self.dropped
+            + self.purged
+        )
+
+
+def make_scheduler(config: QueueConfig) -> Scheduler:
+    return StrictPriorityScheduler()
+
+
+class Queue:
+    __slots__ = (
+        "config",
+        "created_at",
+        "dead",
+        "dedup",
+        "dedup_order",
+        "delayed",
+        "leased",
+        "messages",
+        "name",
+        "namespace",
+        "oldest_ready",
+        "scheduler",
+        "succeeded",
+        "totals",
+        "ttl",
+        "updated_at",
+    )
+
+    def __init__(self, namespace: str, name: str, config: QueueConfig, now: int) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.config = config
+        self.created_at = now
+        self.updated_at = now
+        self.messages: dict[str, Message] = {}
+        self.scheduler = make_scheduler(config)
+        self.oldest_ready = OldestIndex(READY)
+        self.delayed = LazyHeap("entry")
+        self.leased = LazyHeap("entry")
+        self.ttl = LazyHeap("ttl_entry")
+        self.succeeded: deque[Message] = deque()
+        self.dead: SortedDict[int, Message] = SortedDict()
+        # dedup key -> (message id, enqueued at); dedup_order keeps them by time.
+        self.dedup: dict[str, tuple[str, int]] = {}
+        self.dedup_order: deque[tuple[int, str]] = deque()
+        self.totals = Totals()
+
+    # -- reading ---------------------------------------------------------------
+
+    def view(self, m: Message) -> MessageView:
+        return MessageView._make(
+            (
+                m.id,
+                self.namespace,
+                self.name,
+                m.state,
+                m.payload,
+                m.priority,
+                m.headers,
+                m.fairness_key,
+                m.cost,
+                m.created_at,
+                m.updated_at,
+                m.visible_at,
+                m.expires_at,
+                m.deliveries,
+                m.max_deliveries,
+                m.dedup_key,
+                m.lock_id,
+                m.lock_deadline,
+                m.last_error,
+                m.failure_reason,
+            )
+        )
+
+    def get(self, message_id: str) -> Message:
+        message = self.messages.get(message_id)
+        if message is None:
+            raise MessageNotFound(self.namespace, self.name, message_id)
+        return message
+
+    def held(self) -> int:
+        """Messages that count against ``max_length``: ready, delayed and leased."""
+        return len(self.scheduler) + len(self.delayed) + len(self.leased)
+
+    def next_due(self) -> int | None:
+        """The earliest time at which a time-driven transition falls due."""
+        due: list[int] = []
+        for heap in (self.delayed, self.leased, self.ttl):
+            key = heap.min_key()
+            if key is not None:
+                due.append(key >> 64)
+        if self.succeeded:
+            due.append(self._retention_deadline())
+        if self.dedup_order:
+            due.append(self.dedup_order[0][0] + self.config.dedup_window_ms)
+        return min(due) if due else None
+
+    # -- enqueue ---------------------------------------------------------------
+
+    def duplicate_of(self, dedup_key: str, now: int) -> str | None:
+        """The id of the message first enqueued under ``dedup_key`` in the window."""
+        found = self.dedup.get(dedup_key)
+        if found is not None and found[1] + self.config.dedup_window_ms > now:
+            return found[0]
+        return None
+
+    def check_room(self, count: int) -> None:
+        limit = self.config.max_length
+        if limit is not None and self.held() + count > limit:
+            raise QueueFull(self.namespace, self.name, limit)
+
+    def insert(self, message: Message, now: int) -> EnqueueResult:
+        """Add an admitted message (already checked: id unused, room, dedup)."""
+        self.messages[message.id] = message
+        if message.visible_at > now:
+            message.state = DELAYED
+            self.delayed.push(deadline_key(message.visible_at, message.seq), message)
+        else:
+            self.scheduler.add(message)
+            self.oldest_ready.add(message)
+        if message.expires_at is not None:
+            self.ttl.push(deadline_key(message.expires_at, message.seq), message)
+        if message.dedup_key is not None and self.config.dedup_window_ms:
+            self.dedup[message.dedup_key] = (message.id, now)
+            self.dedup_order.append((now, message.dedup_key))
+        self.totals.enqueued += 1
+        return EnqueueResult(message.id, message.state, message.visible_at)
+
+    # -- dequeue -----------------------------------------------------------------
+
+    def lease(self, max_count: int, lock_id: str, lease_ms: int, now: int) -> list[Message]:
+        """Dispatch up to ``max_count`` messages, each leased until ``now + lease_ms``."""
+        out: list[Message] = []
+        pop = self.scheduler.pop
+        push = self.leased.push
+        deadline = now + lease_ms
+        while len(out) < max_count:
+            message = pop()
+            if message is None:
+                break
+            message.state = LEASED
+            message.lock_id = lock_id
+            message.lock_deadline = deadline
+            message.lease_ms = lease_ms
+            message.deliveries += 1
+            message.updated_at = now
+            push((deadline << 64) | message.seq, message)
+            out.append(message)
+        if out:
+            self.oldest_ready.removed_many(len(out))
+            self.totals.dequeued += len(out)
+        return out
+
+    def locked(self, message_id: str, lock_id: str, now: int) -> Message:
+        """The message leased under ``lock_id`` whose lease has not ended."""
+        message = self.messages.get(message_id)
+        if message is None:
+            raise MessageNotFound(self.namespace, self.name, message_id)
+        if (
+            message.state is not LEASED
+            or message.lock_id != lock_id
+            or message.lock_deadline is None
+            or message.lock_deadline <= now
+        ):
+            raise LockLost(message_id)
+        return message
+
+    # -- settling a lease --------------------------------------------------------
+
+    def ack(self, message: Message, now: int) -> None:
+        self.leased.discard(message)
+        self.ttl.discard(message)
+        message.state = SUCCEEDED
+        message.lock_id = None
+        message.lock_deadline = None
+        message.updated_at = now
+        self.succeeded.append(message)
+        self.totals.acked += 1
+        self.purge_succeeded(now)
+
+    def nack(
+        self,
+        message: Message,
+        now: int,
+        reason: FailureReason,
+        error: str | None,
+        delay_ms: int | None,
+        dead_letter: bool,
+    ) -> NackResult:
+        if dead_letter and not self.config.dead_letter:
+            raise InvalidArgument("dead_letter", "this queue has dead-lettering turned off")
+        self._unlease(message, now)
+        message.failure_reason = reason
+        message.last_error = error
+        self.totals.nacked += 1
+        if dead_letter:
+            self._to_dlq(message, now)
+            return NackResult(NackOutcome.DEAD_LETTERED)
+        if message.expires_at is not None and message.expires_at <= now:
+            return NackResult(self._expire(message, now, None))
+        if self._exhausted(message):
+            return NackResult(self._fail(message, now, None))
+        if delay_ms is None:
+            delay_ms = retry_delay(self.config.backoff, message.id, message.deliveries)
+        self._requeue(message, now + delay_ms, now)
+        if delay_ms:
+            return NackResult(NackOutcome.DELAYED, message.visible_at)
+        return NackResult(NackOutcome.REQUEUED, message.visible_at)
+
+    def release(self, message: Message, visible_at: int, now: int) -> int:
+        """Give the lease back; the delivery does not count against max deliveries."""
+        self._unlease(message, now)
+        message.deliveries = max(0, message.deliveries - 1)
+        if message.expires_at is not None and message.expires_at <= visible_at:
+            # It would expire before anyone could take it again.
+            self._expire(message, now, None)
+            return visible_at
+        self._requeue(message, visible_at, now)
+        return message.visible_at
+
+    def relock(self, message: Message, deadline: int, now: int) -> int:
+        """Move a live lease's deadline (extend / refresh / set visibility)."""
+        self.leased.discard(message)
+        message.lock_deadline = deadline
+        message.updated_at = now
+        self.leased.push(deadline_key(deadline, message.seq), message)
+        return deadline
+
+    def _unlease(self, message: Message, now: int) -> None:
+        self.leased.discard(message)
+        message.lock_id = None
+        message.lock_deadline = None
+        message.updated_at = now
+
+    def _exhausted(self, message: Message) -> bool:
+        limit = message.max_deliveries
+        if limit is None:
+            limit = self.config.max_deliveries
+        return limit > 0 and message.deliveries >= limit
+
+    def _requeue(self, message: Message, visible_at: int, now: int) -> None:
+        """Back to ready (or delayed), keeping priority, seq and created_at."""
+        message.visible_at = max(visible_at, now)
+        if message.visible_at > now:
+            message.state = DELAYED
+            self.delayed.push(deadline_key(message.visible_at, message.seq), message)
+        else:
+            message.state = READY
+            self.scheduler.add(message)
+            self.oldest_ready.add(message)
+        if message.expires_at is not None and message.ttl_entry is None:
+            self.ttl.push(deadline_key(message.expires_at, message.seq), message)
+
+    def _fail(self, message: Message, now: int, changes: Transitions | None) -> NackOutcome:
+        """Deliveries used up: to the DLQ, or dropped when it is off."""
+        if self.config.dead_letter:
+            self._to_dlq(message, now)
+            if changes is not None:
+                changes.dead_lettered += 1
+            return NackOutcome.DEAD_LETTERED
+        self._drop(message)
+        if changes is not None:
+            changes.dropped += 1
+        return NackOutcome.DROPPED
+
+    def _expire(self, message: Message, now: int, changes: Transitions | None) -> NackOutcome:
+        message.failure_reason = FailureReason.EXPIRED
+        self.totals.expired += 1
+        if changes is not None:
+            changes.expired += 1
+        self._fail(message, now, changes)
+        return NackOutcome.EXPIRED
+
+    def _leave_held_state(self, message: Message) -> None:
+        """Take a ready or delayed message out of its index."""
+        if message.state is READY:
+            self.scheduler.remove(message)
+            self.oldest_ready.removed_many(1)
+        elif message.state is DELAYED:
+            self.delayed.discard(message)
+        elif message.state is LEASED:
+            self.leased.discard(message)
+            message.lock_id = None
+            message.lock_deadline = None
+        self.ttl.discard(message)
+
+    def _to_dlq(self, message: Message, now: int) -> None:
+        self._leave_held_state(message)
+        message.state = DEAD
+        message.updated_at = now
+        self.dead[deadline_key(now, message.seq)] = message
+        self.totals.dead_lettered += 1
+
+    def _drop(self, message: Message) -> None:
+        self._leave_held_state(message)
+        del self.messages[message.id]
+
+    # -- time --------------------------------------------------------------------
+
+    def apply_due(self, now: int, changes: Transitions) -> None:
+        """Apply every time-driven transition due at or before ``now``."""
+        limit = (now + 1) << 64
+        pop = self.delayed.pop_below
+        while (message := pop(limit)) is not None:
+            message.state = READY
+            message.updated_at = message.visible_at
+            self.scheduler.add(message)
+            self.oldest_ready.add(message)
+            changes.promoted += 1
+        pop = self.leased.pop_below
+        while (message := pop(limit)) is not None:
+            self._lease_ended(message, now, changes)
+        pop = self.ttl.pop_below
+        while (message := pop(limit)) is not None:
+            if message.state is not LEASED:  # a leased message expires when its lease ends
+                self._expire(message, now, changes)
+        if self.succeeded:
+            changes.purged += self.purge_succeeded(now)
+        window = self.config.dedup_window_ms
+        order = self.dedup_order
+        while order and order[0][0] + window <= now:
+            enqueued_at, key = order.popleft()
+            if self.dedup.get(key, (None, None))[1] == enqueued_at:
+                del self.dedup[key]
+
+    def _lease_ended(self, message: Message, now: int, changes: Transitions) -> None:
+        deadline = message.lock_deadline or now
+        message.lock_id = None
+        message.lock_deadline = None
+        message.updated_at = deadline
+        message.failure_reason = FailureReason.VISIBILITY_TIMEOUT_EXCEEDED
+        changes.lease_expired += 1
+        if message.expires_at is not None and message.expires_at <= now:
+            self._expire(message, now, changes)
+        elif self._exhausted(message):
+            self._fail(message, now, changes)
+        else:
+            self._requeue(message, deadline, now)
+
+    def _retention_deadline(self) -> int:
+        if len(self.succeeded) > self.config.retention.max_count:
+            return self.succeeded[0].updated_at
+        return self.succeeded[0].updated_at + self.config.retention.period_ms
+
+    def purge_succeeded(self, now: int) -> int:
+        """Drop succeeded messages past the retention period or count; oldest first."""
+        done = self.succeeded
+        retention = self.config.retention
+        purged = 0
+        while done and (
+            len(done) > retention.max_count or done[0].updated_at + retention.period_ms <= now
+        ):
+            del self.messages[done.popleft().id]
+            purged += 1
+        return purged
+
+    # -- dead-letter queue -------------------------------------------------------
+
+    def dead_page(self, after: int | None, limit: int) -> tuple[list[Message], int | None]:
+        if after is None:
+            keys = self.dead.irange()
+        else:
+            keys = self.dead.irange(minimum=after, inclusive=(False, True))
+        found: list[Message] = []
+        last: int | None = None
+        for key in keys:
+            if len(found) == limit:
+                return found, last
+            found.append(self.dead[key])
+            last = key
+        return found, None
+
+    def dead_messages(self, message_ids: list[str] | None) -> list[Message]:
+        """The dead messages named (all when None); raises before anything changes."""
+        if message_ids is None:
+            return list(self.dead.values())
+        found = []
+        for message_id in message_ids:
+            message = self.get(message_id)
+            if message.state is not DEAD:
+                raise InvalidState(message_id, message.state.value, DEAD.value)
+            found.append(message)
+        return found
+
+    def _leave_dlq(self, message: Message) -> None:
+        del self.dead[deadline_key(message.updated_at, message.seq)]
+
+    def redrive(self, messages: list[Message], now: int) -> int:
+        for message in messages:
+            self._leave_dlq(message)
+            message.deliveries = 0
+            if message.expires_at is not None and message.expires_at <= now:
+                message.expires_at = None  # it died of old age; a redrive revives it
+            message.updated_at = now
+            self._requeue(message, now, now)
+        return len(messages)
+
+    def purge_dead(self, messages: list[Message]) -> int:
+        for message in messages:
+            self._leave_dlq(message)
+            del self.messages[message.id]
+        return len(messages)
+
+    def purge_ready(self) -> int:
+        """Remove every ready and delayed message (leased ones stay with their holders)."""
+        removed = self.scheduler.clear() + self.delayed.clear()
+        self.oldest_ready.clear()
+        for message in removed:
+            self.ttl.discard(message)
+            del self.messages[message.id]
+        return len(removed)
