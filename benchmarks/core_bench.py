@@ -145,6 +145,15 @@ def bytes_per_message(depth: int, priorities: list[int]) -> float:
     return (after - before - payload_bytes) / depth
 
 
+def small_queue_rates(priorities: list[int], args: argparse.Namespace) -> tuple[float, float]:
+    small = Filled(10_000, priorities)
+    batched = median_rate(
+        lambda: small.batched_lifecycles(args.lifecycles, args.batch), args.repeat
+    )
+    single = median_rate(lambda: small.single_lifecycles(args.lifecycles // 2), args.repeat)
+    return batched, single
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -159,14 +168,9 @@ def main() -> None:
     heapq_rate = median_rate(lambda: heapq_pairs_per_s(10_000, 300_000, priorities), args.repeat)
     print(f"heapq push+pop pairs/s (depth 1e4): {heapq_rate:,.0f}")
 
-    small = Filled(10_000, priorities)
-    rate_small = median_rate(
-        lambda: small.batched_lifecycles(args.lifecycles, args.batch), args.repeat
-    )
+    rate_small, single = small_queue_rates(priorities, args)
     print(f"lifecycles/s at depth 1e4 (batches of {args.batch}): {rate_small:,.0f}")
-    single = median_rate(lambda: small.single_lifecycles(args.lifecycles // 2), args.repeat)
     print(f"lifecycles/s at depth 1e4 (one call per step): {single:,.0f}")
-    del small
 
     per_message = bytes_per_message(args.big_depth, priorities)
     print(f"bytes per queued message at depth {args.big_depth:.0e}: {per_message:,.0f}")

@@ -13,6 +13,7 @@ from kokaq.core import (
     PayloadTooLarge,
     QueueConfig,
     QueueFull,
+    RetentionPolicy,
 )
 
 from .conftest import Harness
@@ -160,8 +161,6 @@ def test_dedup_within_window_returns_the_first_id(h: Harness) -> None:
 
 
 def test_dedup_answer_survives_purge_of_the_first(make_harness: Any) -> None:
-    from kokaq.core import RetentionPolicy
-
     h = make_harness(QueueConfig(retention=RetentionPolicy(max_count=0)))
     first = h.put(dedup_key="k")
     message = h.take_one()
@@ -192,9 +191,7 @@ def test_batch_enqueue(h: Harness) -> None:
         MessageSpec(payload=b"c", dedup_key="d"),
         MessageSpec(payload=b"d", delay_ms=10),
     ]
-    results = h.engine.enqueue_batch(
-        "ns", "q", specs, message_ids=["a", "b", "c", "d"], now=h.now
-    )
+    results = h.engine.enqueue_batch("ns", "q", specs, message_ids=["a", "b", "c", "d"], now=h.now)
     assert [r.message_id for r in results] == ["a", "b", "b", "d"]
     assert [r.duplicate for r in results] == [False, False, True, False]
     assert results[3].state is MessageState.DELAYED

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from kokaq.core.errors import (
     error_classes,
 )
 
-SAMPLES: dict[str, dict[str, object]] = {
+SAMPLES: dict[str, dict[str, Any]] = {
     "InvalidArgument": {"field": "priority", "reason": "too big"},
     "ConfigError": {"field": "backoff.factor", "reason": "must be >= 1"},
     "PayloadTooLarge": {"field": "payload", "size": 10, "limit": 5},
