@@ -30,53 +30,49 @@ def admit(
     dedup_key: str | None = None,
     fairness_key: str | None = None,
     cost: int = 1,
-    where: str = "",
 ) -> Message:
-    """Check one message against ``config`` and build it; raise on the first broken rule.
-
-    ``where`` prefixes field names, so a batch names the item (``items[3].``).
-    """
-    check_id(where + "message_id", message_id)
+    """Check one message against ``config`` and build it; raise on the first broken rule."""
+    check_id("message_id", message_id)
     if type(payload) is not bytes:
         if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise InvalidArgument(where + "payload", "must be bytes")
+            raise InvalidArgument("payload", "must be bytes")
         payload = bytes(payload)
     if len(payload) > config.max_payload_bytes:
-        raise PayloadTooLarge(where + "payload", len(payload), config.max_payload_bytes)
+        raise PayloadTooLarge("payload", len(payload), config.max_payload_bytes)
     if type(priority) is not int or not config.min_priority <= priority <= config.max_priority:
-        check_int(where + "priority", priority, config.min_priority, config.max_priority)
+        check_int("priority", priority, config.min_priority, config.max_priority)
     if headers is not None:
         if not isinstance(headers, Headers):
-            raise InvalidArgument(where + "headers", "must be Headers")
-        headers.validate(where + "headers")
+            raise InvalidArgument("headers", "must be Headers")
+        headers.validate("headers")
 
     visible_at = now
     if delay_ms is not None:
         if run_at is not None:
-            raise InvalidArgument(where + "run_at", "give delay_ms or run_at, not both")
-        visible_at = now + check_int(where + "delay_ms", delay_ms, 0, MAX_DELAY_MS)
+            raise InvalidArgument("run_at", "give delay_ms or run_at, not both")
+        visible_at = now + check_int("delay_ms", delay_ms, 0, MAX_DELAY_MS)
     elif run_at is not None:
-        visible_at = max(now, check_int(where + "run_at", run_at, 0, now + MAX_DELAY_MS))
+        visible_at = max(now, check_int("run_at", run_at, 0, now + MAX_DELAY_MS))
 
     if ttl_ms is not None:
         if expires_at is not None:
-            raise InvalidArgument(where + "expires_at", "give ttl_ms or expires_at, not both")
-        expires_at = now + check_int(where + "ttl_ms", ttl_ms, 1, MAX_TTL_MS)
+            raise InvalidArgument("expires_at", "give ttl_ms or expires_at, not both")
+        expires_at = now + check_int("ttl_ms", ttl_ms, 1, MAX_TTL_MS)
     elif expires_at is not None:
-        check_int(where + "expires_at", expires_at, now + 1, now + MAX_TTL_MS)
+        check_int("expires_at", expires_at, now + 1, now + MAX_TTL_MS)
     elif config.default_ttl_ms is not None:
         expires_at = now + config.default_ttl_ms
     if expires_at is not None and expires_at <= visible_at:
-        raise InvalidArgument(where + "expires_at", "the message would expire before it is visible")
+        raise InvalidArgument("expires_at", "the message would expire before it is visible")
 
     if max_deliveries is not None:
-        check_int(where + "max_deliveries", max_deliveries, 0, 1_000_000)
+        check_int("max_deliveries", max_deliveries, 0, 1_000_000)
     if dedup_key is not None:
-        check_key(where + "dedup_key", dedup_key, 256)
+        check_key("dedup_key", dedup_key, 256)
     if fairness_key is not None:
-        check_key(where + "fairness_key", fairness_key, 128)
+        check_key("fairness_key", fairness_key, 128)
     if type(cost) is not int or cost != 1:
-        check_int(where + "cost", cost, 1, 1_000_000)
+        check_int("cost", cost, 1, 1_000_000)
     return Message(
         message_id,
         payload,
@@ -94,10 +90,10 @@ def admit(
 
 
 def admit_spec(
-    config: QueueConfig, spec: MessageSpec, message_id: str, now: int, seq: int, where: str
+    config: QueueConfig, spec: MessageSpec, message_id: str, now: int, seq: int
 ) -> Message:
-    if not isinstance(spec, MessageSpec):
-        raise InvalidArgument(where.rstrip("."), "must be a MessageSpec")
+    if type(spec) is not MessageSpec and not isinstance(spec, MessageSpec):
+        raise InvalidArgument("", "must be a MessageSpec")
     return admit(
         config,
         message_id,
@@ -114,5 +110,4 @@ def admit_spec(
         spec.dedup_key,
         spec.fairness_key,
         spec.cost,
-        where,
     )

@@ -251,7 +251,7 @@ class Engine:
             raise MessageExists(namespace, queue, message_id)
         q.check_room(1)
         self._seq += 1
-        return q.insert(message, now)
+        return q.insert_many([message], now)[0]
 
     def enqueue_batch(
         self,
@@ -272,42 +272,53 @@ class Engine:
             raise InvalidArgument("items", f"must hold 1 to {MAX_BATCH} messages")
         if not isinstance(message_ids, Sequence) or len(message_ids) != len(items):
             raise InvalidArgument("message_ids", "must give one id per item")
+        try:
+            distinct = len(set(message_ids))
+        except TypeError:
+            raise InvalidArgument("message_ids", "must be a list of message ids") from None
+        if distinct != len(message_ids):
+            first = next(m for i, m in enumerate(message_ids) if m in message_ids[:i])
+            raise MessageExists(namespace, queue, first)
+        config, messages = q.config, q.messages
         admitted: list[Message] = []
-        # Per item: its own result once inserted, or the id of the message it repeats.
-        outcomes: list[EnqueueResult | str | None] = []
-        batch_ids: set[str] = set()
+        # Per item: None until inserted, or the EnqueueResult / id of what it repeats.
+        repeats: list[EnqueueResult | str | None] = []
         batch_dedup: dict[str, str] = {}
-        for index, (spec, message_id) in enumerate(zip(items, message_ids, strict=True)):
-            seq = self._seq + 1 + len(admitted)
-            message = admit_spec(q.config, spec, message_id, now, seq, f"items[{index}].")
+        for index, spec in enumerate(items):
+            message_id = message_ids[index]
+            try:
+                message = admit_spec(config, spec, message_id, now, self._seq + 1 + len(admitted))
+            except InvalidArgument as error:
+                raise error.at(f"items[{index}]") from None
             key = message.dedup_key
             if key is not None:
                 if (first := q.duplicate_of(key, now)) is not None:
-                    outcomes.append(_duplicate(q, first))
+                    repeats.append(_duplicate(q, first))
                     continue
                 if (first := batch_dedup.get(key)) is not None:
-                    outcomes.append(first)
+                    repeats.append(first)
                     continue
-            if message_id in q.messages or message_id in batch_ids:
+                if config.dedup_window_ms:
+                    batch_dedup[key] = message_id
+            if message_id in messages:
                 raise MessageExists(namespace, queue, message_id)
-            batch_ids.add(message_id)
-            if key is not None and q.config.dedup_window_ms:
-                batch_dedup[key] = message_id
             admitted.append(message)
-            outcomes.append(None)
+            repeats.append(None)
         q.check_room(len(admitted))
         self._seq += len(admitted)
-        inserted = {m.id: q.insert(m, now) for m in admitted}
-        inserted_in_order = iter(inserted.values())
+        inserted = q.insert_many(admitted, now)
+        if not batch_dedup and len(inserted) == len(repeats):
+            return inserted
+        by_id = {r.message_id: r for r in inserted}
+        fresh = iter(inserted)
         results: list[EnqueueResult] = []
-        for outcome in outcomes:
-            if outcome is None:
-                results.append(next(inserted_in_order))
-            elif isinstance(outcome, str):
-                first_result = inserted[outcome]
-                results.append(first_result._replace(duplicate=True))
+        for repeat in repeats:
+            if repeat is None:
+                results.append(next(fresh))
+            elif isinstance(repeat, str):
+                results.append(by_id[repeat]._replace(duplicate=True))
             else:
-                results.append(outcome)
+                results.append(repeat)
         return results
 
     # -- dequeue and peek ----------------------------------------------------------
@@ -356,11 +367,6 @@ class Engine:
 
     # -- settling leases -------------------------------------------------------------
 
-    def _locked(self, q: Queue, message_id: str, lock_id: str, now: int) -> Message:
-        check_id("message_id", message_id)
-        check_id("lock_id", lock_id)
-        return q.locked(message_id, lock_id, now)
-
     def ack(self, namespace: str, queue: str, message_id: str, lock_id: str, *, now: int) -> None:
         """Settle a lease as done: the message is kept as succeeded for the retention period.
 
@@ -370,7 +376,8 @@ class Engine:
         """
         now = self._clock(now)
         q = self._queue(namespace, queue)
-        q.ack(self._locked(q, message_id, lock_id, now), now)
+        q.ack(q.locked(message_id, lock_id, now), now)
+        q.purge_succeeded(now)
 
     def ack_batch(
         self, namespace: str, queue: str, items: Sequence[tuple[str, str]], *, now: int
@@ -384,12 +391,20 @@ class Engine:
         if not isinstance(items, Sequence) or not 1 <= len(items) <= MAX_BATCH:
             raise InvalidArgument("items", f"must hold 1 to {MAX_BATCH} pairs")
         results: list[KokaqError | None] = []
-        for message_id, lock_id in items:
+        locked, ack = q.locked, q.ack
+        for index, item in enumerate(items):
+            if type(item) is not tuple or len(item) != 2:
+                if not isinstance(item, Sequence) or isinstance(item, str) or len(item) != 2:
+                    results.append(
+                        InvalidArgument(f"items[{index}]", "must be (message_id, lock_id)")
+                    )
+                    continue
             try:
-                q.ack(self._locked(q, message_id, lock_id, now), now)
+                ack(locked(item[0], item[1], now), now)
                 results.append(None)
             except KokaqError as error:
                 results.append(error)
+        q.purge_succeeded(now)
         return results
 
     def nack(
@@ -422,7 +437,7 @@ class Engine:
         if delay_ms is not None:
             check_int("delay_ms", delay_ms, 0, MAX_DELAY_MS)
         check_bool("dead_letter", dead_letter)
-        message = self._locked(q, message_id, lock_id, now)
+        message = q.locked(message_id, lock_id, now)
         return q.nack(message, now, reason, error, delay_ms, dead_letter)
 
     def extend(
@@ -432,7 +447,7 @@ class Engine:
         now = self._clock(now)
         q = self._queue(namespace, queue)
         check_int("add_ms", add_ms, 1, _MAX_LEASE_MS)
-        message = self._locked(q, message_id, lock_id, now)
+        message = q.locked(message_id, lock_id, now)
         deadline = (message.lock_deadline or now) + add_ms
         if deadline - now > _MAX_LEASE_MS:
             raise InvalidArgument("add_ms", "a lease may not reach more than 12 h ahead")
@@ -444,7 +459,7 @@ class Engine:
         """Restart the lease's visibility timeout from now; returns the new deadline."""
         now = self._clock(now)
         q = self._queue(namespace, queue)
-        message = self._locked(q, message_id, lock_id, now)
+        message = q.locked(message_id, lock_id, now)
         return q.relock(message, now + message.lease_ms, now)
 
     def set_visibility_timeout(
@@ -461,7 +476,7 @@ class Engine:
         now = self._clock(now)
         q = self._queue(namespace, queue)
         check_int("timeout_ms", timeout_ms, SECOND, _MAX_LEASE_MS)
-        message = self._locked(q, message_id, lock_id, now)
+        message = q.locked(message_id, lock_id, now)
         message.lease_ms = timeout_ms
         return q.relock(message, now + timeout_ms, now)
 
@@ -487,7 +502,7 @@ class Engine:
             visible_at = now + check_int("delay_ms", delay_ms, 0, MAX_DELAY_MS)
         elif visible_at is not None:
             check_int("visible_at", visible_at, 0, now + MAX_DELAY_MS)
-        message = self._locked(q, message_id, lock_id, now)
+        message = q.locked(message_id, lock_id, now)
         return q.release(message, max(now, visible_at or now), now)
 
     # -- reading -----------------------------------------------------------------------

@@ -103,6 +103,12 @@ class InvalidArgument(KokaqError):
         self.reason = reason
         super().__init__(f"{field}: {reason}")
 
+    def at(self, prefix: str) -> InvalidArgument:
+        """The same error for the field inside ``prefix`` (``items[3]`` + ``priority``)."""
+        details = self.details()
+        details["field"] = f"{prefix}.{self.field}" if self.field else prefix
+        return type(self)(**details)
+
 
 class ConfigError(InvalidArgument):
     """A configuration value broke a rule (raised by ``validate()``)."""

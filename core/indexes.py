@@ -10,6 +10,7 @@ outnumber live ones (an O(n) rebuild, amortised O(1) per removal).
 
 from __future__ import annotations
 
+from collections import deque
 from heapq import heapify, heappop, heappush
 from operator import attrgetter
 from typing import Any
@@ -126,41 +127,53 @@ class LazyHeap:
 
 
 class OldestIndex:
-    """The oldest message in a state, by sequence number (for 'age of oldest').
+    """The oldest message in a state, by sequence number (for "age of oldest ready").
 
-    Entries are ``(seq, message)`` and live while the message is in ``state``;
-    a message that leaves and comes back may leave a duplicate behind, which is
-    harmless (only the top is read) and swept by the same rebuild rule.
+    Like ``SeqQueue``: new messages are appended to a FIFO (8 bytes each),
+    returning ones go to a small heap. An entry is live while its message is
+    in ``state``; a message that leaves and comes back may leave a duplicate,
+    which is harmless (only the head is read) and swept when stale entries
+    outnumber live ones.
     """
 
-    __slots__ = ("_heap", "_live", "_state")
+    __slots__ = ("_fifo", "_last_seq", "_late", "_live", "_state")
 
     def __init__(self, state: Any) -> None:
-        self._heap: list[tuple[int, Message]] = []
+        self._fifo: deque[Message] = deque()
+        self._late: list[tuple[int, Message]] = []
+        self._last_seq = -1
         self._live = 0
         self._state = state
 
     def add(self, message: Message) -> None:
-        heappush(self._heap, (message.seq, message))
+        if message.seq > self._last_seq:
+            self._fifo.append(message)
+            self._last_seq = message.seq
+        else:
+            heappush(self._late, (message.seq, message))
         self._live += 1
 
     def removed_many(self, count: int) -> None:
         """Note that ``count`` messages left the state."""
         self._live -= count
-        heap = self._heap
-        if len(heap) > 2 * self._live + 32:
+        if len(self._fifo) + len(self._late) > 2 * self._live + 1024:
             state = self._state
-            unique = {id(e[1]): e for e in heap if e[1].state is state}
-            self._heap = list(unique.values())
-            heapify(self._heap)
+            self._fifo = deque(m for m in self._fifo if m.state is state)
+            unique = {id(e[1]): e for e in self._late if e[1].state is state}
+            self._late = list(unique.values())
+            heapify(self._late)
 
     def clear(self) -> None:
-        self._heap = []
+        self._fifo.clear()
+        self._late = []
         self._live = 0
 
     def oldest(self) -> Message | None:
-        heap = self._heap
-        state = self._state
-        while heap and heap[0][1].state is not state:
-            heappop(heap)
-        return heap[0][1] if heap else None
+        fifo, late, state = self._fifo, self._late, self._state
+        while fifo and fifo[0].state is not state:
+            fifo.popleft()
+        while late and late[0][1].state is not state:
+            heappop(late)
+        if late and (not fifo or late[0][0] < fifo[0].seq):
+            return late[0][1]
+        return fifo[0] if fifo else None

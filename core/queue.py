@@ -26,6 +26,7 @@ from kokaq.core.indexes import LazyHeap, OldestIndex, deadline_key
 from kokaq.core.message import FailureReason, Message, MessageState, MessageView
 from kokaq.core.results import EnqueueResult, NackOutcome, NackResult, Totals
 from kokaq.core.scheduler import Scheduler, StrictPriorityScheduler
+from kokaq.core.validation import check_id
 
 __all__ = ["Queue", "Transitions"]
 
@@ -169,22 +170,29 @@ class Queue:
         if limit is not None and self.held() + count > limit:
             raise QueueFull(self.namespace, self.name, limit)
 
-    def insert(self, message: Message, now: int) -> EnqueueResult:
-        """Add an admitted message (already checked: id unused, room, dedup)."""
-        self.messages[message.id] = message
-        if message.visible_at > now:
-            message.state = DELAYED
-            self.delayed.push(deadline_key(message.visible_at, message.seq), message)
-        else:
-            self.scheduler.add(message)
-            self.oldest_ready.add(message)
-        if message.expires_at is not None:
-            self.ttl.push(deadline_key(message.expires_at, message.seq), message)
-        if message.dedup_key is not None and self.config.dedup_window_ms:
-            self.dedup[message.dedup_key] = (message.id, now)
-            self.dedup_order.append((now, message.dedup_key))
-        self.totals.enqueued += 1
-        return EnqueueResult(message.id, message.state, message.visible_at)
+    def insert_many(self, admitted: list[Message], now: int) -> list[EnqueueResult]:
+        """Add admitted messages (already checked: ids unused, room, dedup)."""
+        messages = self.messages
+        add, add_oldest = self.scheduler.add, self.oldest_ready.add
+        dedup_on = self.config.dedup_window_ms > 0
+        make = EnqueueResult._make
+        results = []
+        for message in admitted:
+            messages[message.id] = message
+            if message.visible_at > now:
+                message.state = DELAYED
+                self.delayed.push(deadline_key(message.visible_at, message.seq), message)
+            else:
+                add(message)
+                add_oldest(message)
+            if message.expires_at is not None:
+                self.ttl.push(deadline_key(message.expires_at, message.seq), message)
+            if message.dedup_key is not None and dedup_on:
+                self.dedup[message.dedup_key] = (message.id, now)
+                self.dedup_order.append((now, message.dedup_key))
+            results.append(make((message.id, message.state, message.visible_at, False)))
+        self.totals.enqueued += len(admitted)
+        return results
 
     # -- dequeue -----------------------------------------------------------------
 
@@ -212,31 +220,39 @@ class Queue:
         return out
 
     def locked(self, message_id: str, lock_id: str, now: int) -> Message:
-        """The message leased under ``lock_id`` whose lease has not ended."""
-        message = self.messages.get(message_id)
+        """The message leased under ``lock_id`` whose lease has not ended.
+
+        Ids are only checked for form on the way to an error: a message found
+        under its id with its lock id matching proves both well-formed.
+        """
+        message = self.messages.get(message_id) if type(message_id) is str else None
+        if (
+            message is not None
+            and message.state is LEASED
+            and message.lock_id == lock_id
+            and message.lock_deadline is not None
+            and message.lock_deadline > now
+        ):
+            return message
+        check_id("message_id", message_id)
+        check_id("lock_id", lock_id)
         if message is None:
             raise MessageNotFound(self.namespace, self.name, message_id)
-        if (
-            message.state is not LEASED
-            or message.lock_id != lock_id
-            or message.lock_deadline is None
-            or message.lock_deadline <= now
-        ):
-            raise LockLost(message_id)
-        return message
+        raise LockLost(message_id)
 
     # -- settling a lease --------------------------------------------------------
 
     def ack(self, message: Message, now: int) -> None:
+        """Settle as succeeded; the caller runs ``purge_succeeded`` afterwards."""
         self.leased.discard(message)
-        self.ttl.discard(message)
+        if message.ttl_entry is not None:
+            self.ttl.discard(message)
         message.state = SUCCEEDED
         message.lock_id = None
         message.lock_deadline = None
         message.updated_at = now
         self.succeeded.append(message)
         self.totals.acked += 1
-        self.purge_succeeded(now)
 
     def nack(
         self,
