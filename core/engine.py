@@ -292,11 +292,11 @@ class Engine:
                 raise error.at(f"items[{index}]") from None
             key = message.dedup_key
             if key is not None:
-                if (first := q.duplicate_of(key, now)) is not None:
-                    repeats.append(_duplicate(q, first))
+                if (earlier := q.duplicate_of(key, now)) is not None:
+                    repeats.append(_duplicate(q, earlier))
                     continue
-                if (first := batch_dedup.get(key)) is not None:
-                    repeats.append(first)
+                if (earlier := batch_dedup.get(key)) is not None:
+                    repeats.append(earlier)
                     continue
                 if config.dedup_window_ms:
                     batch_dedup[key] = message_id
@@ -393,12 +393,9 @@ class Engine:
         results: list[KokaqError | None] = []
         locked, ack = q.locked, q.ack
         for index, item in enumerate(items):
-            if type(item) is not tuple or len(item) != 2:
-                if not isinstance(item, Sequence) or isinstance(item, str) or len(item) != 2:
-                    results.append(
-                        InvalidArgument(f"items[{index}]", "must be (message_id, lock_id)")
-                    )
-                    continue
+            if not _is_pair(item):
+                results.append(InvalidArgument(f"items[{index}]", "must be (message_id, lock_id)"))
+                continue
             try:
                 ack(locked(item[0], item[1], now), now)
                 results.append(None)
@@ -633,6 +630,12 @@ def _duplicate(queue: Queue, first_id: str) -> EnqueueResult:
     if first is None:  # settled and purged since; the id is still the answer
         return EnqueueResult(first_id, None, None, True)
     return EnqueueResult(first_id, first.state, first.visible_at, True)
+
+
+def _is_pair(item: object) -> bool:
+    if type(item) is tuple:
+        return len(item) == 2
+    return isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2
 
 
 def _id_list(message_ids: Sequence[str] | None) -> list[str] | None:

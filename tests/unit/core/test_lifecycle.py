@@ -434,3 +434,31 @@ def test_stats_oldest_ready_age(h: Harness) -> None:
     assert h.stats().oldest_ready_age_ms == 150
     h.take_one()
     assert h.stats().oldest_ready_age_ms is None
+
+
+def test_ack_batch_settles_each_item_on_its_own(h: Harness) -> None:
+    for _ in range(3):
+        h.put()
+    first, second, third = h.take(3)
+    results = h.engine.ack_batch(
+        "ns",
+        "q",
+        [(first.id, "L1"), (second.id, "wrong"), ("ghost", "L1"), ("bad",), (third.id, "L1")],  # type: ignore[list-item]
+        now=h.now,
+    )
+    assert results[0] is None and results[4] is None
+    assert isinstance(results[1], LockLost)
+    assert isinstance(results[2], MessageNotFound)
+    assert isinstance(results[3], InvalidArgument) and results[3].field == "items[3]"
+    assert h.get(second.id).state is MessageState.LEASED
+    assert h.stats().succeeded == 2
+    with pytest.raises(InvalidArgument) as raised:
+        h.engine.ack_batch("ns", "q", [], now=h.now)
+    assert raised.value.field == "items"
+
+
+@pytest.mark.parametrize("bad", ["١٢٣", "ａｂｃ", "a" * 129])
+def test_ids_must_be_ascii(h: Harness, bad: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        h.engine.enqueue("ns", "q", b"x", message_id=bad, now=h.now)
+    assert raised.value.field == "message_id"
