@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from kokaq.core.config import DAY, QueueConfig
 from kokaq.core.errors import InvalidArgument, PayloadTooLarge
-from kokaq.core.message import Headers, Message, MessageSpec
+from kokaq.core.message import Headers, Message
 from kokaq.core.validation import check_id, check_int, check_key
 
-__all__ = ["MAX_DELAY_MS", "MAX_TTL_MS", "admit", "admit_spec"]
+__all__ = ["MAX_DELAY_MS", "MAX_TTL_MS", "admit"]
 
 #: The furthest ahead a message may be scheduled, and the longest TTL.
 MAX_DELAY_MS = 366 * DAY
@@ -86,28 +86,4 @@ def admit(
         cost,
         max_deliveries,
         dedup_key,
-    )
-
-
-def admit_spec(
-    config: QueueConfig, spec: MessageSpec, message_id: str, now: int, seq: int
-) -> Message:
-    if type(spec) is not MessageSpec and not isinstance(spec, MessageSpec):
-        raise InvalidArgument("", "must be a MessageSpec")
-    return admit(
-        config,
-        message_id,
-        now,
-        seq,
-        spec.payload,
-        spec.priority,
-        spec.headers,
-        spec.delay_ms,
-        spec.run_at,
-        spec.ttl_ms,
-        spec.expires_at,
-        spec.max_deliveries,
-        spec.dedup_key,
-        spec.fairness_key,
-        spec.cost,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kokaq.core import snapshot as _snapshot
-from kokaq.core.admission import MAX_DELAY_MS, admit, admit_spec
+from kokaq.core.admission import MAX_DELAY_MS, admit
 from kokaq.core.config import HOUR, SECOND, NamespaceConfig, QueueConfig
 from kokaq.core.errors import (
     ConfigError,
@@ -287,7 +287,25 @@ class Engine:
         for index, spec in enumerate(items):
             message_id = message_ids[index]
             try:
-                message = admit_spec(config, spec, message_id, now, self._seq + 1 + len(admitted))
+                if type(spec) is not MessageSpec and not isinstance(spec, MessageSpec):
+                    raise InvalidArgument("", "must be a MessageSpec")
+                message = admit(
+                    config,
+                    message_id,
+                    now,
+                    self._seq + 1 + len(admitted),
+                    spec.payload,
+                    spec.priority,
+                    spec.headers,
+                    spec.delay_ms,
+                    spec.run_at,
+                    spec.ttl_ms,
+                    spec.expires_at,
+                    spec.max_deliveries,
+                    spec.dedup_key,
+                    spec.fairness_key,
+                    spec.cost,
+                )
             except InvalidArgument as error:
                 raise error.at(f"items[{index}]") from None
             key = message.dedup_key

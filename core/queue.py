@@ -36,6 +36,8 @@ LEASED = MessageState.LEASED
 SUCCEEDED = MessageState.SUCCEEDED
 DEAD = MessageState.DEAD
 _HELD = (READY, DELAYED, LEASED)
+# NamedTuple's own constructors run Python code; results are built the C way.
+_new_tuple = tuple.__new__
 
 
 class Transitions:
@@ -108,7 +110,8 @@ class Queue:
     # -- reading ---------------------------------------------------------------
 
     def view(self, m: Message) -> MessageView:
-        return MessageView._make(
+        return _new_tuple(
+            MessageView,
             (
                 m.id,
                 self.namespace,
@@ -130,7 +133,7 @@ class Queue:
                 m.lock_deadline,
                 m.last_error,
                 m.failure_reason,
-            )
+            ),
         )
 
     def get(self, message_id: str) -> Message:
@@ -175,7 +178,6 @@ class Queue:
         messages = self.messages
         add, add_oldest = self.scheduler.add, self.oldest_ready.add
         dedup_on = self.config.dedup_window_ms > 0
-        make = EnqueueResult._make
         results = []
         for message in admitted:
             messages[message.id] = message
@@ -190,7 +192,9 @@ class Queue:
             if message.dedup_key is not None and dedup_on:
                 self.dedup[message.dedup_key] = (message.id, now)
                 self.dedup_order.append((now, message.dedup_key))
-            results.append(make((message.id, message.state, message.visible_at, False)))
+            results.append(
+                _new_tuple(EnqueueResult, (message.id, message.state, message.visible_at, False))
+            )
         self.totals.enqueued += len(admitted)
         return results
 
