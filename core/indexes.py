@@ -90,27 +90,6 @@ class LazyHeap:
             return None
         return self.pop()
 
-    def first(self, count: int) -> list[Message]:
-        """The ``count`` smallest messages in order, without removing them.
-
-        A best-first walk of the heap tree: O(count log count) plus the stale
-        entries met on the way.
-        """
-        heap = self._heap
-        current = self._current
-        found: list[Message] = []
-        frontier: list[tuple[int, int]] = [(heap[0][0], 0)] if heap else []
-        size = len(heap)
-        while frontier and len(found) < count:
-            _, i = heappop(frontier)
-            entry = heap[i]
-            if current(entry[1]) is entry:
-                found.append(entry[1])
-            for child in (2 * i + 1, 2 * i + 2):
-                if child < size:
-                    heappush(frontier, (heap[child][0], child))
-        return found
-
     def messages(self) -> list[Message]:
         """Every live message, in no particular order."""
         current = self._current
