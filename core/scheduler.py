@@ -173,15 +173,7 @@ class StrictPriorityScheduler(Scheduler):
             if len(self._order) > 2 * len(self._levels) + 64:
                 self._order = [-p for p in self._levels]
                 heapify(self._order)
-        # SeqQueue.add, inlined: this is the enqueue hot path.
-        entry = (message.seq, message)
-        message.entry = entry
-        if message.seq > level.last_seq:
-            level.fifo.append(entry)
-            level.last_seq = message.seq
-        else:
-            heappush(level.late, entry)
-        level.live += 1
+        level.add(message)
         self._live += 1
 
     def remove(self, message: Message) -> None:
