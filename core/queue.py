@@ -35,7 +35,6 @@ DELAYED = MessageState.DELAYED
 LEASED = MessageState.LEASED
 SUCCEEDED = MessageState.SUCCEEDED
 DEAD = MessageState.DEAD
-_HELD = (READY, DELAYED, LEASED)
 # NamedTuple's own constructors run Python code; results are built the C way.
 _new_tuple = tuple.__new__
 
