@@ -56,6 +56,9 @@ class EngineVersusModel(RuleBasedStateMachine):
     def known_ids(self) -> list[str]:
         return sorted(self.model.messages) or ["nothing"]
 
+    def some_ids(self, data: st.DataObject) -> list[str]:
+        return data.draw(st.lists(st.sampled_from(self.known_ids()), max_size=2, unique=True))
+
     def pick_lock(self, data: st.DataObject, message_id: str) -> str:
         right = self.leases.get(message_id, "L0")
         return data.draw(st.sampled_from([right, right, "Lwrong"]))
@@ -187,22 +190,14 @@ class EngineVersusModel(RuleBasedStateMachine):
 
     @rule(data=st.data(), everything=st.booleans())
     def redrive(self, data: st.DataObject, everything: bool) -> None:
-        ids = (
-            None
-            if everything
-            else data.draw(st.lists(st.sampled_from(self.known_ids()), max_size=2, unique=True))
-        )
+        ids = None if everything else self.some_ids(data)
         expected = self.model.redrive(ids, self.now)
         got = outcome(lambda: self.engine.redrive("ns", "q", now=self.now, message_ids=ids))
         assert got == expected
 
     @rule(data=st.data(), everything=st.booleans())
     def purge_dead(self, data: st.DataObject, everything: bool) -> None:
-        ids = (
-            None
-            if everything
-            else data.draw(st.lists(st.sampled_from(self.known_ids()), max_size=2, unique=True))
-        )
+        ids = None if everything else self.some_ids(data)
         expected = self.model.purge_dead(ids)
         got = outcome(lambda: self.engine.purge_dead("ns", "q", now=self.now, message_ids=ids))
         assert got == expected
