@@ -215,7 +215,7 @@ class Queue:
             message.lease_ms = lease_ms
             message.deliveries += 1
             message.updated_at = now
-            push((deadline << 64) | message.seq, message)
+            push(deadline_key(deadline, message.seq), message)
             out.append(message)
         if out:
             self.oldest_ready.removed_many(len(out))
@@ -404,9 +404,7 @@ class Queue:
 
     def _lease_ended(self, message: Message, now: int, changes: Transitions) -> None:
         deadline = message.lock_deadline or now
-        message.lock_id = None
-        message.lock_deadline = None
-        message.updated_at = deadline
+        self._unlease(message, deadline)
         message.failure_reason = FailureReason.VISIBILITY_TIMEOUT_EXCEEDED
         changes.lease_expired += 1
         if message.expires_at is not None and message.expires_at <= now:
