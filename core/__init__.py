@@ -6,8 +6,16 @@ No I/O, no clock, no randomness: time and ids arrive as arguments. See
 
 from __future__ import annotations
 
-from kokaq.core.config import BackoffPolicy, NamespaceConfig, QueueConfig, RetentionPolicy
-from kokaq.core.engine import MAX_BATCH, Engine
+from kokaq.core.config import (
+    BackoffPolicy,
+    Band,
+    NamespaceConfig,
+    QueueConfig,
+    RetentionPolicy,
+    RetryPosition,
+    SchedulingPolicy,
+)
+from kokaq.core.engine import MAX_BATCH, MAX_MIX, Engine
 from kokaq.core.errors import (
     AlreadyExists,
     ConfigError,
@@ -30,15 +38,18 @@ from kokaq.core.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from kokaq.core.filters import MessageFilter
 from kokaq.core.message import FailureReason, Headers, MessageSpec, MessageState, MessageView
 from kokaq.core.results import (
     DeadPage,
     EnqueueResult,
+    Explanation,
     NackOutcome,
     NackResult,
     NamespaceInfo,
     QueueInfo,
     QueueStats,
+    SchedulingStats,
     TickReport,
 )
 from kokaq.core.validation import MAX_PRIORITY
@@ -46,27 +57,34 @@ from kokaq.core.validation import MAX_PRIORITY
 __all__ = [
     # the engine
     "MAX_BATCH",
+    "MAX_MIX",
     "MAX_PRIORITY",
     "Engine",
     # configuration
     "BackoffPolicy",
+    "Band",
     "NamespaceConfig",
     "QueueConfig",
     "RetentionPolicy",
+    "RetryPosition",
+    "SchedulingPolicy",
     # messages
     "FailureReason",
     "Headers",
+    "MessageFilter",
     "MessageSpec",
     "MessageState",
     "MessageView",
     # results
     "DeadPage",
     "EnqueueResult",
+    "Explanation",
     "NackOutcome",
     "NackResult",
     "NamespaceInfo",
     "QueueInfo",
     "QueueStats",
+    "SchedulingStats",
     "TickReport",
     # errors
     "AlreadyExists",

@@ -16,24 +16,29 @@ from collections.abc import Sequence
 
 from kokaq.core import snapshot as _snapshot
 from kokaq.core.admission import MAX_DELAY_MS, admit
-from kokaq.core.config import HOUR, SECOND, NamespaceConfig, QueueConfig
+from kokaq.core.config import SECOND, NamespaceConfig, QueueConfig
+from kokaq.core.dead_letters import DeadLetterOps
+from kokaq.core.engine_core import MAX_BATCH, MAX_LEASE_MS, MAX_TIME, EngineCore, is_pair
 from kokaq.core.errors import (
     ConfigError,
     InvalidArgument,
     KokaqError,
     MessageExists,
     NamespaceExists,
-    NamespaceNotFound,
     NotEmpty,
     QueueExists,
-    QueueNotFound,
     ResourceExhausted,
 )
-from kokaq.core.message import FailureReason, Headers, Message, MessageSpec, MessageView
+from kokaq.core.message import (
+    FailureReason,
+    Headers,
+    Message,
+    MessageSpec,
+    MessageView,
+)
 from kokaq.core.namespace import Namespace
 from kokaq.core.queue import Queue, Transitions
 from kokaq.core.results import (
-    DeadPage,
     EnqueueResult,
     NackResult,
     NamespaceInfo,
@@ -41,56 +46,16 @@ from kokaq.core.results import (
     QueueStats,
     TickReport,
 )
+from kokaq.core.scheduling_ops import MAX_MIX, SchedulingOps
 from kokaq.core.validation import check_bool, check_id, check_int, check_name, check_text
 
-__all__ = ["MAX_BATCH", "Engine"]
+__all__ = ["MAX_BATCH", "MAX_MIX", "Engine"]
 
-#: The most items one enqueue batch, dequeue, peek, page or ack batch may carry.
-MAX_BATCH = 1000
-_MAX_LEASE_MS = 12 * HOUR
 _MAX_ERROR_BYTES = 4096
-_MAX_TIME = 2**53  # milliseconds; far beyond any real clock, and JSON-safe
 
 
-class Engine:
+class Engine(SchedulingOps, DeadLetterOps, EngineCore):
     """A kokaq engine. Not thread-safe: one caller (the Raft apply loop) at a time."""
-
-    def __init__(self) -> None:
-        self._namespaces: dict[str, Namespace] = {}
-        self._now = 0
-        self._seq = 0  # the last sequence number given to a message
-
-    # -- time ------------------------------------------------------------------
-
-    def _clock(self, now: int) -> int:
-        if type(now) is not int or not 0 <= now <= _MAX_TIME:
-            raise InvalidArgument("now", f"must be integer milliseconds from 0 to {_MAX_TIME}")
-        if now > self._now:
-            self._now = now
-            return now
-        return self._now
-
-    @property
-    def now(self) -> int:
-        """The engine's clock: the largest ``now`` it has been given."""
-        return self._now
-
-    # -- lookups -----------------------------------------------------------------
-
-    def _namespace(self, name: str) -> Namespace:
-        try:
-            return self._namespaces[name]
-        except (KeyError, TypeError):
-            check_name("namespace", name)
-            raise NamespaceNotFound(name) from None
-
-    def _queue(self, namespace: str, queue: str) -> Queue:
-        try:
-            return self._namespaces[namespace].queues[queue]
-        except (KeyError, TypeError):
-            self._namespace(namespace)
-            check_name("queue", queue)
-            raise QueueNotFound(namespace, queue) from None
 
     # -- namespaces --------------------------------------------------------------
 
@@ -152,7 +117,7 @@ class Engine:
             raise ResourceExhausted(
                 f"namespace {namespace!r} already has its maximum of {ns.config.max_queues} queues"
             )
-        queue = ns.queues[name] = Queue(namespace, name, config, now)
+        queue = ns.queues[name] = Queue(namespace, name, config, now, self._seqs)
         return _queue_info(queue)
 
     def get_queue(self, namespace: str, name: str) -> QueueInfo:
@@ -175,7 +140,7 @@ class Engine:
         now = self._clock(now)
         queue = self._queue(namespace, name)
         config = _valid_queue_config(config)
-        queue.config = config
+        queue.reconfigure(config)
         queue.updated_at = now
         queue.apply_due(now, Transitions())
         return _queue_info(queue)
@@ -230,7 +195,7 @@ class Engine:
             q.config,
             message_id,
             now,
-            self._seq + 1,
+            self._seqs.last + 1,
             payload,
             priority,
             headers,
@@ -249,9 +214,10 @@ class Engine:
                 return _duplicate(q, first)
         if message_id in q.messages:
             raise MessageExists(namespace, queue, message_id)
-        q.check_room(1)
-        self._seq += 1
-        return q.insert_many([message], now)[0]
+        admitted = [message]
+        q.check_room(admitted)
+        self._seqs.last += 1
+        return q.insert_many(admitted, now)[0]
 
     def enqueue_batch(
         self,
@@ -293,7 +259,7 @@ class Engine:
                     config,
                     message_id,
                     now,
-                    self._seq + 1 + len(admitted),
+                    self._seqs.last + 1 + len(admitted),
                     spec.payload,
                     spec.priority,
                     spec.headers,
@@ -322,8 +288,8 @@ class Engine:
                 raise MessageExists(namespace, queue, message_id)
             admitted.append(message)
             repeats.append(None)
-        q.check_room(len(admitted))
-        self._seq += len(admitted)
+        q.check_room(admitted)
+        self._seqs.last += len(admitted)
         inserted = q.insert_many(admitted, now)
         if not batch_dedup and len(inserted) == len(repeats):
             return inserted
@@ -365,7 +331,7 @@ class Engine:
             lease_ms = q.config.visibility_timeout_ms
         else:
             lease_ms = check_int(
-                "visibility_timeout_ms", visibility_timeout_ms, SECOND, _MAX_LEASE_MS
+                "visibility_timeout_ms", visibility_timeout_ms, SECOND, MAX_LEASE_MS
             )
         q.apply_due(now, Transitions())
         view = q.view
@@ -411,7 +377,7 @@ class Engine:
         results: list[KokaqError | None] = []
         locked, ack = q.locked, q.ack
         for index, item in enumerate(items):
-            if not _is_pair(item):
+            if not is_pair(item):
                 results.append(InvalidArgument(f"items[{index}]", "must be (message_id, lock_id)"))
                 continue
             try:
@@ -461,10 +427,10 @@ class Engine:
         """Push the lease deadline back by ``add_ms``; returns the new deadline."""
         now = self._clock(now)
         q = self._queue(namespace, queue)
-        check_int("add_ms", add_ms, 1, _MAX_LEASE_MS)
+        check_int("add_ms", add_ms, 1, MAX_LEASE_MS)
         message = q.locked(message_id, lock_id, now)
         deadline = (message.lock_deadline or now) + add_ms
-        if deadline - now > _MAX_LEASE_MS:
+        if deadline - now > MAX_LEASE_MS:
             raise InvalidArgument("add_ms", "a lease may not reach more than 12 h ahead")
         return q.relock(message, deadline, now)
 
@@ -490,7 +456,7 @@ class Engine:
         """Make the lease end ``timeout_ms`` from now (and refresh with it from then on)."""
         now = self._clock(now)
         q = self._queue(namespace, queue)
-        check_int("timeout_ms", timeout_ms, SECOND, _MAX_LEASE_MS)
+        check_int("timeout_ms", timeout_ms, SECOND, MAX_LEASE_MS)
         message = q.locked(message_id, lock_id, now)
         message.lease_ms = timeout_ms
         return q.relock(message, now + timeout_ms, now)
@@ -531,7 +497,7 @@ class Engine:
     def stats(self, namespace: str, queue: str, *, now: int | None = None) -> QueueStats:
         """Counts by state, the age of the oldest ready message, and running totals."""
         q = self._queue(namespace, queue)
-        at = self._now if now is None else max(self._now, check_int("now", now, 0, _MAX_TIME))
+        at = self._now if now is None else max(self._now, check_int("now", now, 0, MAX_TIME))
         oldest = q.oldest_ready.oldest()
         return QueueStats(
             ready=len(q.scheduler),
@@ -542,37 +508,6 @@ class Engine:
             oldest_ready_age_ms=None if oldest is None else at - oldest.created_at,
             totals=q.totals.as_dict(),
         )
-
-    # -- dead-letter queue ---------------------------------------------------------------
-
-    def list_dead(
-        self, namespace: str, queue: str, *, limit: int = 100, after: int | None = None
-    ) -> DeadPage:
-        """A page of the DLQ, oldest death first; pass ``next_cursor`` as ``after``."""
-        q = self._queue(namespace, queue)
-        check_int("limit", limit, 1, MAX_BATCH)
-        if after is not None:
-            check_int("after", after, 0, 2**128)
-        found, cursor = q.dead_page(after, limit)
-        return DeadPage([q.view(m) for m in found], cursor)
-
-    def redrive(
-        self, namespace: str, queue: str, *, now: int, message_ids: Sequence[str] | None = None
-    ) -> int:
-        """Move dead messages (all, or those named) back to ready with their
-        priority, fairness key and original enqueue time; deliveries restart at 0.
-        """
-        now = self._clock(now)
-        q = self._queue(namespace, queue)
-        return q.redrive(q.dead_messages(_id_list(message_ids)), now)
-
-    def purge_dead(
-        self, namespace: str, queue: str, *, now: int, message_ids: Sequence[str] | None = None
-    ) -> int:
-        """Delete dead messages (all, or those named)."""
-        self._clock(now)
-        q = self._queue(namespace, queue)
-        return q.purge_dead(q.dead_messages(_id_list(message_ids)))
 
     # -- time-driven transitions ---------------------------------------------------------
 
@@ -612,12 +547,12 @@ class Engine:
 
     def snapshot(self) -> bytes:
         """The whole engine as msgpack bytes; ``Engine.restore`` gives it back."""
-        return _snapshot.dump(self._namespaces, self._now, self._seq)
+        return _snapshot.dump(self._namespaces, self._now, self._seqs.last, self._mixes)
 
     @classmethod
     def restore(cls, data: bytes) -> Engine:
         engine = cls()
-        engine._namespaces, engine._now, engine._seq = _snapshot.load(data)
+        engine._namespaces, engine._now, engine._seqs, engine._mixes = _snapshot.load(data)
         return engine
 
 
@@ -648,19 +583,3 @@ def _duplicate(queue: Queue, first_id: str) -> EnqueueResult:
     if first is None:  # settled and purged since; the id is still the answer
         return EnqueueResult(first_id, None, None, True)
     return EnqueueResult(first_id, first.state, first.visible_at, True)
-
-
-def _is_pair(item: object) -> bool:
-    if type(item) is tuple:
-        return len(item) == 2
-    return isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2
-
-
-def _id_list(message_ids: Sequence[str] | None) -> list[str] | None:
-    if message_ids is None:
-        return None
-    if isinstance(message_ids, str) or not isinstance(message_ids, Sequence):
-        raise InvalidArgument("message_ids", "must be a list of message ids")
-    if len(message_ids) > 10 * MAX_BATCH:
-        raise InvalidArgument("message_ids", f"must hold at most {10 * MAX_BATCH} ids")
-    return [check_id(f"message_ids[{i}]", m) for i, m in enumerate(message_ids)]

@@ -20,15 +20,15 @@ from collections import deque
 from sortedcontainers import SortedDict
 
 from kokaq.core.backoff import retry_delay
-from kokaq.core.config import QueueConfig
+from kokaq.core.config import QueueConfig, RetryPosition
 from kokaq.core.errors import InvalidArgument, InvalidState, LockLost, MessageNotFound, QueueFull
 from kokaq.core.indexes import LazyHeap, OldestIndex, deadline_key
 from kokaq.core.message import FailureReason, Message, MessageState, MessageView
 from kokaq.core.results import EnqueueResult, NackOutcome, NackResult, Totals
-from kokaq.core.scheduler import Scheduler, StrictPriorityScheduler
 from kokaq.core.validation import check_id
+from kokaq.core.weighted import WeightedScheduler
 
-__all__ = ["Queue", "Transitions"]
+__all__ = ["Queue", "SeqCounter", "Transitions"]
 
 READY = MessageState.READY
 DELAYED = MessageState.DELAYED
@@ -63,8 +63,26 @@ class Transitions:
         )
 
 
-def make_scheduler(config: QueueConfig) -> Scheduler:
-    return StrictPriorityScheduler()
+class SeqCounter:
+    """The engine's message sequence, shared with its queues (a retried
+    message placed behind its equals takes a fresh number)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self, last: int = 0) -> None:
+        self.last = last
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+
+def make_scheduler(config: QueueConfig) -> WeightedScheduler:
+    return WeightedScheduler(config.scheduling)
+
+
+def _by_seq(message: Message) -> int:
+    return message.seq
 
 
 class Queue:
@@ -75,22 +93,27 @@ class Queue:
         "dedup",
         "dedup_order",
         "delayed",
+        "key_counts",
         "leased",
         "messages",
         "name",
         "namespace",
         "oldest_ready",
         "scheduler",
+        "seqs",
         "succeeded",
         "totals",
         "ttl",
         "updated_at",
     )
 
-    def __init__(self, namespace: str, name: str, config: QueueConfig, now: int) -> None:
+    def __init__(
+        self, namespace: str, name: str, config: QueueConfig, now: int, seqs: SeqCounter
+    ) -> None:
         self.namespace = namespace
         self.name = name
         self.config = config
+        self.seqs = seqs
         self.created_at = now
         self.updated_at = now
         self.messages: dict[str, Message] = {}
@@ -105,6 +128,10 @@ class Queue:
         self.dedup: dict[str, tuple[str, int]] = {}
         self.dedup_order: deque[tuple[int, str]] = deque()
         self.totals = Totals()
+        # Held messages per fairness key, kept only while a quota is set.
+        self.key_counts: dict[str, int] | None = None
+        if config.scheduling.max_per_key is not None:
+            self.key_counts = {}
 
     # -- reading ---------------------------------------------------------------
 
@@ -167,19 +194,48 @@ class Queue:
             return found[0]
         return None
 
-    def check_room(self, count: int) -> None:
+    def check_room(self, admitted: list[Message]) -> None:
+        """Raise ``QueueFull`` if ``admitted`` would break the length or a key quota."""
         limit = self.config.max_length
-        if limit is not None and self.held() + count > limit:
+        if limit is not None and self.held() + len(admitted) > limit:
             raise QueueFull(self.namespace, self.name, limit)
+        counts = self.key_counts
+        quota = self.config.scheduling.max_per_key
+        if counts is None or quota is None:
+            return
+        adding: dict[str, int] = {}
+        for message in admitted:
+            key = message.fairness_key
+            if key is not None:
+                adding[key] = adding.get(key, 0) + 1
+                if counts.get(key, 0) + adding[key] > quota:
+                    raise QueueFull(self.namespace, self.name, quota, key)
+
+    def _count_in(self, message: Message) -> None:
+        counts = self.key_counts
+        if counts is not None and (key := message.fairness_key) is not None:
+            counts[key] = counts.get(key, 0) + 1
+
+    def _count_out(self, message: Message) -> None:
+        counts = self.key_counts
+        if counts is not None and (key := message.fairness_key) is not None:
+            left = counts[key] - 1
+            if left:
+                counts[key] = left
+            else:
+                del counts[key]
 
     def insert_many(self, admitted: list[Message], now: int) -> list[EnqueueResult]:
         """Add admitted messages (already checked: ids unused, room, dedup)."""
         messages = self.messages
         add, add_oldest = self.scheduler.add, self.oldest_ready.add
         dedup_on = self.config.dedup_window_ms > 0
+        counted = self.key_counts is not None
         results = []
         for message in admitted:
             messages[message.id] = message
+            if counted:
+                self._count_in(message)
             if message.visible_at > now:
                 message.state = DELAYED
                 self.delayed.push(deadline_key(message.visible_at, message.seq), message)
@@ -250,6 +306,7 @@ class Queue:
         self.leased.discard(message)
         if message.ttl_entry is not None:
             self.ttl.discard(message)
+        self._count_out(message)
         message.state = SUCCEEDED
         message.lock_id = None
         message.lock_deadline = None
@@ -318,7 +375,12 @@ class Queue:
         return limit > 0 and message.deliveries >= limit
 
     def _requeue(self, message: Message, visible_at: int, now: int) -> None:
-        """Back to ready (or delayed), keeping priority, seq and created_at."""
+        """Back to ready (or delayed), keeping priority and created_at, and its
+        seq too unless the queue puts returning messages behind their equals."""
+        if self.config.scheduling.retry_position is RetryPosition.BEHIND:
+            message.seq = self.seqs.next()
+            if message.ttl_entry is not None:  # its key carries the seq
+                self.ttl.discard(message)
         message.visible_at = max(visible_at, now)
         if message.visible_at > now:
             message.state = DELAYED
@@ -365,6 +427,7 @@ class Queue:
 
     def _to_dlq(self, message: Message, now: int) -> None:
         self._leave_held_state(message)
+        self._count_out(message)
         message.state = DEAD
         message.updated_at = now
         self.dead[deadline_key(now, message.seq)] = message
@@ -372,6 +435,7 @@ class Queue:
 
     def _drop(self, message: Message) -> None:
         self._leave_held_state(message)
+        self._count_out(message)
         del self.messages[message.id]
 
     # -- time --------------------------------------------------------------------
@@ -469,6 +533,7 @@ class Queue:
             if message.expires_at is not None and message.expires_at <= now:
                 message.expires_at = None  # it died of old age; a redrive revives it
             message.updated_at = now
+            self._count_in(message)
             self._requeue(message, now, now)
         return len(messages)
 
@@ -484,5 +549,42 @@ class Queue:
         self.oldest_ready.clear()
         for message in removed:
             self.ttl.discard(message)
+            self._count_out(message)
             del self.messages[message.id]
         return len(removed)
+
+    # -- configuration and priorities ---------------------------------------------
+
+    def reconfigure(self, config: QueueConfig) -> None:
+        """Take a new configuration; a new scheduling policy re-sorts the
+        ready messages under it (nothing lost, nothing duplicated)."""
+        old = self.config
+        self.config = config
+        if config.scheduling != old.scheduling:
+            ready = self.scheduler.clear()
+            self.scheduler = make_scheduler(config)
+            for message in sorted(ready, key=_by_seq):
+                self.scheduler.add(message)
+        if (config.scheduling.max_per_key is None) != (self.key_counts is None):
+            self.recount_keys()
+
+    def recount_keys(self) -> None:
+        """Rebuild the per-key counts (kept only while a quota is set)."""
+        if self.config.scheduling.max_per_key is None:
+            self.key_counts = None
+            return
+        self.key_counts = {}
+        for message in self.messages.values():
+            if message.state is READY or message.state is DELAYED or message.state is LEASED:
+                self._count_in(message)
+
+    def reprioritize(self, messages: list[Message], priority: int) -> int:
+        """Give ``messages`` (none succeeded) a new priority; ready ones move."""
+        for message in messages:
+            if message.state is READY:
+                self.scheduler.remove(message)
+                message.priority = priority
+                self.scheduler.add(message)
+            else:
+                message.priority = priority
+        return len(messages)

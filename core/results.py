@@ -8,15 +8,18 @@ from typing import NamedTuple
 
 from kokaq.core.config import NamespaceConfig, QueueConfig
 from kokaq.core.message import MessageState, MessageView
+from kokaq.core.weighted import BandShare, KeyShare
 
 __all__ = [
     "DeadPage",
     "EnqueueResult",
+    "Explanation",
     "NackOutcome",
     "NackResult",
     "NamespaceInfo",
     "QueueInfo",
     "QueueStats",
+    "SchedulingStats",
     "TickReport",
     "Totals",
 ]
@@ -112,3 +115,38 @@ class TickReport:
     purged: int = 0  # succeeded messages past retention
     queues: tuple[tuple[str, str], ...] = field(default=())  # queues that changed
     next_due: int | None = None  # the earliest pending deadline, if any
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulingStats:
+    """Dispatches and cost per band (with achieved against configured share)
+    and per active fairness key."""
+
+    bands: list[BandShare]
+    keys: list[KeyShare]
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a message waits where it does (``Engine.explain``).
+
+    ``rank`` is its static key inside its (band, key) flow: the priority, or
+    with aging ``priority * aging_interval_ms - created_at``. The virtual
+    times and ``ahead`` (how many ready messages would be dispatched before
+    it) are given only while it is ready.
+    """
+
+    message_id: str
+    state: MessageState
+    priority: int
+    effective_priority: int  # priority plus whole aging intervals waited
+    band: int
+    band_weight: int
+    fairness_key: str | None
+    key_weight: int
+    rank: int
+    band_start: int | None = None
+    band_vtime: int | None = None
+    key_start: int | None = None
+    key_vtime: int | None = None
+    ahead: int | None = None

@@ -1,10 +1,16 @@
-"""The scheduler seam: which ready message of a queue is dispatched next.
+"""The scheduler seam, and the orders messages wait in inside one flow.
 
 A queue hands every message that becomes ready to its scheduler and asks it
-for the next one to dispatch. This module holds the interface and the
-strict-priority scheduler (larger priority first, FIFO among equals by the
-engine's sequence number); weighted schedulers plug in behind the same
-interface.
+for the next one to dispatch (``Scheduler``; the weighted implementation is
+in ``kokaq.core.weighted``). Inside one flow -- one (band, fairness key) --
+messages wait in rank order, larger rank first and FIFO among equals by the
+engine's sequence number:
+
+* ``PriorityLevels``: rank = priority. One ``SeqQueue`` per distinct
+  priority: O(1) per message within a priority, O(log priorities) to find
+  the top one, so dispatch does not slow down as the queue grows.
+* ``AgedOrder``: rank = priority * tau - first enqueue time (linear aging).
+  The key is static, so nothing is re-sorted as time passes.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 from kokaq.core.message import Message
 
-__all__ = ["Scheduler", "SeqQueue", "StrictPriorityScheduler"]
+__all__ = ["AgedOrder", "FlowOrder", "PriorityLevels", "Scheduler", "SeqQueue"]
 
 
 class Scheduler(ABC):
@@ -47,6 +53,10 @@ class Scheduler(ABC):
     @abstractmethod
     def peek(self, count: int) -> list[Message]:
         """The next ``count`` messages in dispatch order, without removing them."""
+
+    @abstractmethod
+    def ahead_of(self, message: Message) -> int:
+        """How many ready messages would be dispatched before ``message`` (O(n))."""
 
     @abstractmethod
     def clear(self) -> list[Message]:
@@ -120,50 +130,65 @@ class SeqQueue:
         self.live -= 1
         return message
 
-    def first(self, count: int) -> list[Message]:
-        """The ``count`` first live messages, in order, without removing them."""
-        from_fifo = []
-        for entry in self.fifo:
-            if entry[1].entry is entry:
-                from_fifo.append(entry)
-                if len(from_fifo) == count:
-                    break
-        from_late: list[Entry] = []
-        late = self.late
-        frontier = [(late[0][0], 0)] if late else []
-        while frontier and len(from_late) < count:
-            _, i = heappop(frontier)
-            entry = late[i]
-            if entry[1].entry is entry:
-                from_late.append(entry)
-            for child in (2 * i + 1, 2 * i + 2):
-                if child < len(late):
-                    heappush(frontier, (late[child][0], child))
-        merged = sorted(from_fifo + from_late, key=lambda e: e[0])
-        return [e[1] for e in merged[:count]]
+    def head(self) -> Message:
+        """The live head, left in place; there must be one."""
+        fifo, late = self.fifo, self.late
+        while fifo and fifo[0][1].entry is not fifo[0]:
+            fifo.popleft()
+        while late and late[0][1].entry is not late[0]:
+            heappop(late)
+        if late and (not fifo or late[0][0] < fifo[0][0]):
+            return late[0][1]
+        return fifo[0][1]
 
     def messages(self) -> list[Message]:
         return [e[1] for e in (*self.fifo, *self.late) if e[1].entry is e]
 
 
-class StrictPriorityScheduler(Scheduler):
-    """Larger priority first; FIFO among equal priorities (by sequence number).
+class FlowOrder(ABC):
+    """The messages of one flow in rank order (the ``live`` count is public)."""
 
-    One ``SeqQueue`` per distinct priority, and a heap of the priorities that
-    have one: a dispatch is O(1) within a priority plus O(log priorities) to
-    find the top one -- with a handful of priorities, dispatch does not slow
-    down as the queue grows.
-    """
-
-    __slots__ = ("_levels", "_live", "_order")
+    __slots__ = ("live",)
 
     def __init__(self) -> None:
-        self._levels: dict[int, SeqQueue] = {}
-        self._order: list[int] = []  # -priority of each level; may hold stale ones
-        self._live = 0
+        self.live = 0
 
-    def __len__(self) -> int:
-        return self._live
+    @abstractmethod
+    def rank(self, message: Message) -> int: ...
+
+    @abstractmethod
+    def add(self, message: Message) -> None: ...
+
+    @abstractmethod
+    def forget(self, message: Message) -> None:
+        """Remove ``message``, which the caller knows is live here."""
+
+    @abstractmethod
+    def pop(self) -> Message:
+        """Remove and return the head; there must be one."""
+
+    @abstractmethod
+    def head(self) -> Message:
+        """The head, left in place; there must be one."""
+
+    @abstractmethod
+    def messages(self) -> list[Message]:
+        """Every live message, in no particular order."""
+
+
+class PriorityLevels(FlowOrder):
+    """Rank = priority: a ``SeqQueue`` per distinct priority, and a heap of
+    the negated priorities that have one (possibly stale, skipped lazily)."""
+
+    __slots__ = ("_levels", "_order")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._levels: dict[int, SeqQueue] = {}
+        self._order: list[int] = []
+
+    def rank(self, message: Message) -> int:
+        return message.priority
 
     def add(self, message: Message) -> None:
         level = self._levels.get(message.priority)
@@ -174,55 +199,75 @@ class StrictPriorityScheduler(Scheduler):
                 self._order = [-p for p in self._levels]
                 heapify(self._order)
         level.add(message)
-        self._live += 1
+        self.live += 1
 
-    def remove(self, message: Message) -> None:
-        if message.entry is None:
-            return
+    def forget(self, message: Message) -> None:
         level = self._levels[message.priority]
         level.forget(message)
-        self._live -= 1
+        self.live -= 1
         if not level.live:
             del self._levels[message.priority]
 
-    def pop(self) -> Message | None:
-        order = self._order
-        levels = self._levels
-        while order:
-            priority = -order[0]
-            level = levels.get(priority)
-            if level is None:
-                heappop(order)
-                continue
-            message = level.pop()
-            self._live -= 1
-            if not level.live:
-                del levels[priority]
-                heappop(order)
-            return message
-        return None
+    def _top(self) -> SeqQueue:
+        order, levels = self._order, self._levels
+        while -order[0] not in levels:
+            heappop(order)
+        return levels[-order[0]]
 
-    def peek(self, count: int) -> list[Message]:
-        found: list[Message] = []
-        order = self._order
-        seen: set[int] = set()
-        frontier = [(order[0], 0)] if order else []
-        while frontier and len(found) < count:
-            negated, i = heappop(frontier)
-            level = self._levels.get(-negated)
-            if level is not None and negated not in seen:
-                seen.add(negated)
-                found.extend(level.first(count - len(found)))
-            for child in (2 * i + 1, 2 * i + 2):
-                if child < len(order):
-                    heappush(frontier, (order[child], child))
-        return found
+    def pop(self) -> Message:
+        level = self._top()
+        message = level.pop()
+        self.live -= 1
+        if not level.live:
+            del self._levels[-heappop(self._order)]
+        return message
 
-    def clear(self) -> list[Message]:
-        found = [m for level in self._levels.values() for m in level.messages()]
-        for message in found:
-            message.entry = None
-        self._levels.clear()
-        self._order.clear()
-        self._live = 0
-        return found
+    def head(self) -> Message:
+        return self._top().head()
+
+    def messages(self) -> list[Message]:
+        return [m for level in self._levels.values() for m in level.messages()]
+
+
+class AgedOrder(FlowOrder):
+    """Rank = priority * interval - first enqueue time: waiting one interval is
+    worth one priority point, and the key never changes while it waits."""
+
+    __slots__ = ("_heap", "_interval")
+
+    def __init__(self, interval_ms: int) -> None:
+        super().__init__()
+        self._interval = interval_ms
+        self._heap: list[tuple[int, int, Message]] = []
+
+    def rank(self, message: Message) -> int:
+        return message.priority * self._interval - message.created_at
+
+    def add(self, message: Message) -> None:
+        entry = (message.created_at - message.priority * self._interval, message.seq, message)
+        message.entry = entry
+        heappush(self._heap, entry)
+        self.live += 1
+
+    def forget(self, message: Message) -> None:
+        message.entry = None
+        self.live -= 1
+        if len(self._heap) > 2 * self.live + 32:
+            self._heap = [e for e in self._heap if e[2].entry is e]
+            heapify(self._heap)
+
+    def head(self) -> Message:
+        heap = self._heap
+        while heap[0][2].entry is not heap[0]:
+            heappop(heap)
+        return heap[0][2]
+
+    def pop(self) -> Message:
+        message = self.head()
+        heappop(self._heap)
+        message.entry = None
+        self.live -= 1
+        return message
+
+    def messages(self) -> list[Message]:
+        return [e[2] for e in self._heap if e[2].entry is e]

@@ -14,16 +14,17 @@ from kokaq.core.config import NamespaceConfig, QueueConfig
 from kokaq.core.errors import InvalidArgument
 from kokaq.core.indexes import deadline_key
 from kokaq.core.message import FailureReason, Headers, Message, MessageState
+from kokaq.core.mixes import QueueMixes
 from kokaq.core.namespace import Namespace
-from kokaq.core.queue import Queue
+from kokaq.core.queue import Queue, SeqCounter
 from kokaq.core.results import Totals
 
 __all__ = ["FORMAT", "dump", "load"]
 
-FORMAT = 1
+FORMAT = 2
 
 
-def dump(namespaces: dict[str, Namespace], now: int, seq: int) -> bytes:
+def dump(namespaces: dict[str, Namespace], now: int, seq: int, mixes: QueueMixes) -> bytes:
     # msgpack imports datetime, which imports time: load it only when used, so
     # importing kokaq.core pulls in no clock module at all.
     import msgpack  # noqa: PLC0415
@@ -32,6 +33,7 @@ def dump(namespaces: dict[str, Namespace], now: int, seq: int) -> bytes:
         "format": FORMAT,
         "now": now,
         "seq": seq,
+        "mixes": mixes.export_state(),
         "namespaces": [
             [
                 ns.name,
@@ -46,7 +48,7 @@ def dump(namespaces: dict[str, Namespace], now: int, seq: int) -> bytes:
     return msgpack.packb(body, use_bin_type=True)
 
 
-def load(data: bytes) -> tuple[dict[str, Namespace], int, int]:
+def load(data: bytes) -> tuple[dict[str, Namespace], int, SeqCounter, QueueMixes]:
     import msgpack  # noqa: PLC0415
 
     try:
@@ -56,14 +58,15 @@ def load(data: bytes) -> tuple[dict[str, Namespace], int, int]:
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise InvalidArgument("snapshot", f"is not a kokaq snapshot of format {FORMAT}")
     namespaces: dict[str, Namespace] = {}
+    seqs = SeqCounter(body["seq"])
     for name, config, created_at, updated_at, queues in body["namespaces"]:
         namespace = Namespace(name, NamespaceConfig.from_dict(config), created_at)
         namespace.updated_at = updated_at
         for queue_data in queues:
-            queue = _load_queue(name, queue_data)
+            queue = _load_queue(name, queue_data, seqs)
             namespace.queues[queue.name] = queue
         namespaces[name] = namespace
-    return namespaces, body["now"], body["seq"]
+    return namespaces, body["now"], seqs, QueueMixes.import_state(body["mixes"])
 
 
 def _dump_queue(q: Queue) -> list[Any]:
@@ -81,7 +84,7 @@ def _dump_queue(q: Queue) -> list[Any]:
     ]
 
 
-def _load_queue(namespace: str, data: list[Any]) -> Queue:
+def _load_queue(namespace: str, data: list[Any], seqs: SeqCounter) -> Queue:
     (
         name,
         config,
@@ -94,7 +97,7 @@ def _load_queue(namespace: str, data: list[Any]) -> Queue:
         dedup,
         order,
     ) = data
-    queue = Queue(namespace, name, QueueConfig.from_dict(config), created_at)
+    queue = Queue(namespace, name, QueueConfig.from_dict(config), created_at, seqs)
     queue.updated_at = updated_at
     queue.totals = Totals.from_dict(totals)
     for fields in messages:
@@ -119,6 +122,7 @@ def _load_queue(namespace: str, data: list[Any]) -> Queue:
     queue.succeeded.extend(queue.messages[message_id] for message_id in succeeded)
     queue.dedup = {key: (first_id, at) for key, first_id, at in dedup}
     queue.dedup_order.extend((at, key) for at, key in order)
+    queue.recount_keys()
     queue.scheduler.import_state(scheduler_state)
     return queue
 

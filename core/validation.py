@@ -44,10 +44,15 @@ def check_id(field: str, value: object) -> str:
     return value
 
 
-def check_key(field: str, value: object, max_len: int = 128) -> str:
+def check_key(
+    field: str,
+    value: object,
+    max_len: int = 128,
+    error: type[InvalidArgument] = InvalidArgument,
+) -> str:
     """Free-form keys (fairness, dedup, header names): printable, 1..max_len."""
     if type(value) is not str or not 1 <= len(value) <= max_len or not value.isprintable():
-        raise InvalidArgument(field, f"must be 1-{max_len} printable characters")
+        raise error(field, f"must be 1-{max_len} printable characters")
     return value
 
 

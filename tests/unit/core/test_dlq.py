@@ -46,7 +46,7 @@ def test_list_bad_input(h: Harness) -> None:
 
 def test_redrive_all_keeps_priority_and_order(h: Harness) -> None:
     kill(h, 1, priority=1, fairness_key="a")
-    kill(h, 1, priority=8)
+    kill(h, 1, priority=8, fairness_key="a")  # one flow: strict priority inside it
     created = h.get("m1").created_at
     h.advance(100)
     assert h.engine.redrive("ns", "q", now=h.now) == 2
