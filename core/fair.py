@@ -76,6 +76,7 @@ class FairLevel:
         "eligible",
         "resting",
         "tiebreak_by_activation",
+        "unit",
         "vtime",
         "waiting",
         "weight_sum",
@@ -85,6 +86,7 @@ class FairLevel:
         self.tiebreak_by_activation = tiebreak_by_activation
         self.vtime = 0
         self.weight_sum = 0
+        self.unit = 0  # SCALE // weight_sum: how far V moves per unit of cost
         self.activations = 0
         self.active: dict[Hashable, Member] = {}
         self.eligible: list[_Entry] = []  # by (finish, tiebreak)
@@ -110,18 +112,14 @@ class FairLevel:
             self.activations += 1
             member.tiebreak = self.activations
         self.active[member.name] = member
-        self.weight_sum += member.weight
+        self._reweigh(member.weight)
         self._place(member)
         self._settle()
 
     def deactivate(self, member: Member) -> None:
         """``member`` ran out of work without being served (its messages left)."""
         member.entry = None
-        del self.active[member.name]
-        self.weight_sum -= member.weight
-        if member.start > self.vtime:
-            self.resting[member.name] = member.start
-        self._tidy()
+        self._leave(member)
         self._settle()
 
     def reprice(self, member: Member, head_cost: int) -> None:
@@ -144,32 +142,66 @@ class FairLevel:
     def charge(self, member: Member, cost: int, head_cost: int | None) -> None:
         """``member`` (just selected) was served ``cost``; ``head_cost`` is the
         cost of its next message, or None if it has no more work."""
-        self.vtime += cost * (SCALE // self.weight_sum)
-        member.start += cost * member.stride
+        vtime = self.vtime = self.vtime + cost * self.unit
+        start = member.start = member.start + cost * member.stride
         member.dispatched += 1
         member.served += cost
+        eligible = self.eligible
         if head_cost is None:
-            heappop(self.eligible)
+            heappop(eligible)
             member.entry = None
-            del self.active[member.name]
-            self.weight_sum -= member.weight
-            if member.start > self.vtime:
-                self.resting[member.name] = member.start
-            self._tidy()
+            self._leave(member)
+            self._settle()
+            return
+        finish = member.finish = start + head_cost * member.stride
+        if start <= vtime:
+            entry = member.entry = (finish, member.tiebreak, member)
+            heapreplace(eligible, entry)
+            if self.waiting:
+                self._settle()
+            return
+        # It must wait. The usual case with many members: the first waiting
+        # one becomes eligible now, so the two swap places (two heap
+        # operations, not four).
+        entry = member.entry = (start, member.tiebreak, member)
+        waiting = self.waiting
+        while waiting and waiting[0][2].entry is not waiting[0]:
+            heappop(waiting)
+        if waiting and waiting[0][0] <= vtime:
+            moved = heapreplace(waiting, entry)[2]
+            moved_entry = moved.entry = (moved.finish, moved.tiebreak, moved)
+            heapreplace(eligible, moved_entry)
         else:
-            member.finish = member.start + head_cost * member.stride
-            if member.start <= self.vtime:
-                entry = (member.finish, member.tiebreak, member)
-                member.entry = entry
-                heapreplace(self.eligible, entry)
-            else:
-                heappop(self.eligible)
-                entry = (member.start, member.tiebreak, member)
-                member.entry = entry
-                heappush(self.waiting, entry)
+            heappush(waiting, entry)
+            heappop(eligible)
         self._settle()
 
+    def advance_sole(self, member: Member, count: int, cost: int) -> None:
+        """Apply ``count`` charges totalling ``cost`` to ``member``, the only
+        active member, each leaving its next message at cost 1: exactly what
+        as many ``charge`` calls would do (a sole member's start and V move
+        together), in O(1)."""
+        self.vtime += cost * self.unit
+        member.start += cost * member.stride
+        member.finish = member.start + member.stride
+        member.dispatched += count
+        member.served += cost
+        self._place(member)
+        self._tidy()
+
     # -- invariants --------------------------------------------------------------
+
+    def _reweigh(self, delta: int) -> None:
+        self.weight_sum += delta
+        self.unit = SCALE // self.weight_sum if self.weight_sum else 0
+
+    def _leave(self, member: Member) -> None:
+        """Take an inactive ``member`` (entry already dropped) off the books."""
+        del self.active[member.name]
+        self._reweigh(-member.weight)
+        if member.start > self.vtime:
+            self.resting[member.name] = member.start
+        self._tidy()
 
     def _place(self, member: Member) -> None:
         if member.start <= self.vtime:
@@ -234,14 +266,14 @@ class FairLevel:
         self.vtime = int(vtime, 16)
         self.resting = {name: int(start, 16) for name, start in resting}
         self.active = {}
-        self.weight_sum = 0
+        self.weight_sum = self.unit = 0
         for name, start, finish, tiebreak, dispatched, served in tags:
             member = members[name]
             member.start, member.finish = int(start, 16), int(finish, 16)
             member.tiebreak = tiebreak
             member.dispatched, member.served = dispatched, served
             self.active[name] = member
-            self.weight_sum += member.weight
+            self._reweigh(member.weight)
         self.eligible, self.waiting = [], []
         for member in self.active.values():
             self._place(member)

@@ -94,7 +94,17 @@ class Placement(NamedTuple):
 
 
 class WeightedScheduler(Scheduler):
-    __slots__ = ("_bands", "_costly", "_level", "_live", "_mins", "_policy")
+    __slots__ = (
+        "_bands",
+        "_costly",
+        "_level",
+        "_live",
+        "_mins",
+        "_policy",
+        "_sole",
+        "_sole_band",
+        "_sole_count",
+    )
 
     def __init__(self, policy: SchedulingPolicy) -> None:
         self._policy = policy
@@ -104,6 +114,12 @@ class WeightedScheduler(Scheduler):
         self._level = FairLevel(tiebreak_by_activation=False)
         self._live = 0
         self._costly = 0  # ready messages whose cost is not 1
+        # Sole mode: while one flow of one band holds every ready message and
+        # all costs are 1, dispatches skip the fair levels and are counted
+        # here; _flush applies them exactly as the levels would have.
+        self._sole: KeyFlow | None = None
+        self._sole_band: BandFlow | None = None
+        self._sole_count = 0
 
     def __len__(self) -> int:
         return self._live
@@ -132,11 +148,36 @@ class WeightedScheduler(Scheduler):
         assert isinstance(flow, KeyFlow)
         return flow.messages.head().cost
 
+    def _flush(self) -> None:
+        """Leave sole mode, charging the fair levels what it dispatched."""
+        flow, band, count = self._sole, self._sole_band, self._sole_count
+        if flow is None or band is None:
+            return
+        self._sole = self._sole_band = None
+        if count:
+            self._sole_count = 0
+            self._level.advance_sole(band, count, count)
+            band.keys.advance_sole(flow, count, count)
+
+    def _try_sole(self, band: BandFlow) -> None:
+        if not self._costly and len(self._level) == 1 and band.live and len(band.keys) == 1:
+            flow = band.keys.select()
+            assert isinstance(flow, KeyFlow)
+            self._sole, self._sole_band = flow, band
+
     # -- the Scheduler interface -------------------------------------------------------
 
     def add(self, message: Message) -> None:
         band = self._band_of(message.priority)
         key = message.fairness_key
+        sole = self._sole
+        if sole is not None:
+            if band is self._sole_band and key == sole.key and message.cost == 1:
+                sole.messages.add(message)
+                self._live += 1
+                band.live += 1
+                return
+            self._flush()
         flow = band.flows.get(key)
         if flow is None:
             flow = band.flows[key] = self._new_flow(key)
@@ -161,6 +202,13 @@ class WeightedScheduler(Scheduler):
         band = self._band_of(message.priority)
         key = message.fairness_key
         flow = band.flows[key]
+        if self._sole is not None:
+            if flow is self._sole and flow.messages.live > 1:  # costs are all 1 here
+                flow.messages.forget(message)
+                self._live -= 1
+                band.live -= 1
+                return
+            self._flush()
         flow.messages.forget(message)
         self._live -= 1
         band.live -= 1
@@ -178,6 +226,14 @@ class WeightedScheduler(Scheduler):
             self._level.reprice(band, self._band_head_cost(band))
 
     def pop(self) -> Message | None:
+        sole = self._sole
+        if sole is not None:
+            if sole.messages.live > 1:
+                self._live -= 1
+                self._sole_band.live -= 1  # type: ignore[union-attr]
+                self._sole_count += 1
+                return sole.messages.pop()
+            self._flush()
         if not self._live:
             return None
         band = self._level.select()
@@ -197,6 +253,7 @@ class WeightedScheduler(Scheduler):
             del band.flows[flow.key]
         if band.live:
             self._level.charge(band, cost, self._band_head_cost(band))
+            self._try_sole(band)
         else:
             self._level.charge(band, cost, None)
         return message
@@ -226,6 +283,7 @@ class WeightedScheduler(Scheduler):
         self.import_state(state)
 
     def clear(self) -> list[Message]:
+        self._flush()
         found = [
             m for band in self._bands for f in band.flows.values() for m in f.messages.messages()
         ]
@@ -243,6 +301,7 @@ class WeightedScheduler(Scheduler):
     # -- observability -----------------------------------------------------------
 
     def band_shares(self) -> list[BandShare]:
+        self._flush()
         total_weight = sum(band.weight for band in self._bands)
         total_cost = sum(band.served for band in self._bands)
         return [
@@ -262,6 +321,7 @@ class WeightedScheduler(Scheduler):
 
     def key_shares(self, limit: int) -> list[KeyShare]:
         """The active keys (at most ``limit``), most served first."""
+        self._flush()
         shares = [
             KeyShare(
                 band.index,
@@ -286,6 +346,7 @@ class WeightedScheduler(Scheduler):
 
     def place(self, message: Message) -> Placement:
         """Where a ready message stands (``message`` must be ready here)."""
+        self._flush()
         band = self._band_of(message.priority)
         flow = band.flows[message.fairness_key]
         return Placement(
@@ -304,6 +365,7 @@ class WeightedScheduler(Scheduler):
     # -- snapshots ---------------------------------------------------------------
 
     def export_state(self) -> Any:
+        self._flush()
         return [
             self._level.export_state(),
             [[band.dispatched, band.served] for band in self._bands],
@@ -311,6 +373,8 @@ class WeightedScheduler(Scheduler):
         ]
 
     def import_state(self, state: Any) -> None:
+        self._sole = self._sole_band = None
+        self._sole_count = 0
         level, band_totals, key_levels = state
         active: dict[Hashable, Member] = {b.name: b for b in self._bands if b.live}
         self._level.import_state(level, active)
