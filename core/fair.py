@@ -74,6 +74,7 @@ class FairLevel:
         "activations",
         "active",
         "eligible",
+        "pending",
         "resting",
         "tiebreak_by_activation",
         "unit",
@@ -88,6 +89,8 @@ class FairLevel:
         self.weight_sum = 0
         self.unit = 0  # SCALE // weight_sum: how far V moves per unit of cost
         self.activations = 0
+        # Unit charges to the only active member not yet applied (see defer).
+        self.pending = 0
         self.active: dict[Hashable, Member] = {}
         self.eligible: list[_Entry] = []  # by (finish, tiebreak)
         self.waiting: list[_Entry] = []  # by (start, tiebreak)
@@ -105,6 +108,8 @@ class FairLevel:
 
     def activate(self, member: Member, head_cost: int) -> None:
         """``member`` has work again; ``head_cost`` is the cost of its next message."""
+        if self.pending:
+            self.flush()
         start = self.resting.pop(member.name, 0)
         member.start = start if start > self.vtime else self.vtime
         member.finish = member.start + head_cost * member.stride
@@ -118,12 +123,16 @@ class FairLevel:
 
     def deactivate(self, member: Member) -> None:
         """``member`` ran out of work without being served (its messages left)."""
+        if self.pending:
+            self.flush()
         member.entry = None
         self._leave(member)
         self._settle()
 
     def reprice(self, member: Member, head_cost: int) -> None:
         """The cost of ``member``'s next message changed (only with non-unit costs)."""
+        if self.pending:
+            self.flush()
         finish = member.start + head_cost * member.stride
         if finish != member.finish:
             member.finish = finish
@@ -142,6 +151,11 @@ class FairLevel:
     def charge(self, member: Member, cost: int, head_cost: int | None) -> None:
         """``member`` (just selected) was served ``cost``; ``head_cost`` is the
         cost of its next message, or None if it has no more work."""
+        if cost == 1 and head_cost == 1 and self.weight_sum == member.weight:
+            self.pending += 1  # the only active member: see defer
+            return
+        if self.pending:
+            self.flush()
         vtime = self.vtime = self.vtime + cost * self.unit
         start = member.start = member.start + cost * member.stride
         member.dispatched += 1
@@ -176,16 +190,24 @@ class FairLevel:
             heappop(eligible)
         self._settle()
 
-    def advance_sole(self, member: Member, count: int, cost: int) -> None:
-        """Apply ``count`` charges totalling ``cost`` to ``member``, the only
-        active member, each leaving its next message at cost 1: exactly what
-        as many ``charge`` calls would do (a sole member's start and V move
-        together), in O(1)."""
-        self.vtime += cost * self.unit
-        member.start += cost * member.stride
+    def defer(self, count: int) -> None:
+        """Record ``count`` unit charges to the only active member, each leaving
+        its next message at cost 1, to apply later (``flush``). A sole member's
+        start tag and V move together, so applying them at once gives exactly
+        the tags as many ``charge`` calls would: O(1) per dispatch."""
+        self.pending += count
+
+    def flush(self) -> None:
+        """Apply deferred charges; before anything reads or changes the tags."""
+        count, self.pending = self.pending, 0
+        if not count:
+            return
+        (member,) = self.active.values()
+        self.vtime += count * self.unit
+        member.start += count * member.stride
         member.finish = member.start + member.stride
         member.dispatched += count
-        member.served += cost
+        member.served += count
         self._place(member)
         self._tidy()
 
@@ -249,6 +271,7 @@ class FairLevel:
     def export_state(self) -> list[Any]:
         """The tags that decide future choices (msgpack-able; names must be too).
         Virtual times outgrow 64 bits, so they travel as hex strings."""
+        self.flush()
         return [
             _hex(self.vtime),
             self.activations,
@@ -263,6 +286,7 @@ class FairLevel:
         """Restore ``export_state``; ``members`` are the active members by name
         (the same set as when it was exported)."""
         vtime, self.activations, resting, tags = state
+        self.pending = 0
         self.vtime = int(vtime, 16)
         self.resting = {name: int(start, 16) for name, start in resting}
         self.active = {}

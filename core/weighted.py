@@ -156,8 +156,15 @@ class WeightedScheduler(Scheduler):
         self._sole = self._sole_band = None
         if count:
             self._sole_count = 0
-            self._level.advance_sole(band, count, count)
-            band.keys.advance_sole(flow, count, count)
+            self._level.defer(count)
+            band.keys.defer(count)
+
+    def _flush_all(self) -> None:
+        """Apply every deferred charge, before reading tags or counters."""
+        self._flush()
+        self._level.flush()
+        for band in self._bands:
+            band.keys.flush()
 
     def _try_sole(self, band: BandFlow) -> None:
         if not self._costly and len(self._level) == 1 and band.live and len(band.keys) == 1:
@@ -283,7 +290,7 @@ class WeightedScheduler(Scheduler):
         self.import_state(state)
 
     def clear(self) -> list[Message]:
-        self._flush()
+        self._flush_all()
         found = [
             m for band in self._bands for f in band.flows.values() for m in f.messages.messages()
         ]
@@ -301,7 +308,7 @@ class WeightedScheduler(Scheduler):
     # -- observability -----------------------------------------------------------
 
     def band_shares(self) -> list[BandShare]:
-        self._flush()
+        self._flush_all()
         total_weight = sum(band.weight for band in self._bands)
         total_cost = sum(band.served for band in self._bands)
         return [
@@ -321,7 +328,7 @@ class WeightedScheduler(Scheduler):
 
     def key_shares(self, limit: int) -> list[KeyShare]:
         """The active keys (at most ``limit``), most served first."""
-        self._flush()
+        self._flush_all()
         shares = [
             KeyShare(
                 band.index,
@@ -346,7 +353,7 @@ class WeightedScheduler(Scheduler):
 
     def place(self, message: Message) -> Placement:
         """Where a ready message stands (``message`` must be ready here)."""
-        self._flush()
+        self._flush_all()
         band = self._band_of(message.priority)
         flow = band.flows[message.fairness_key]
         return Placement(
