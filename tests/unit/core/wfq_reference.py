@@ -91,7 +91,8 @@ class RefScheduler:
         aging: int | None = None,
     ) -> None:
         self.bands = bands
-        self.key_weights: dict[str | None, int] = {**(key_weights or {})}
+        self.key_weights: dict[str | None, int] = {}
+        self.key_weights.update(key_weights or {})
         self.aging = aging
         self.top = RefLevel(by_activation=False)
         self.levels = [RefLevel(by_activation=True) for _ in bands]
