@@ -377,7 +377,7 @@ class Queue:
     def _requeue(self, message: Message, visible_at: int, now: int) -> None:
         """Back to ready (or delayed), keeping priority and created_at, and its
         seq too unless the queue puts returning messages behind their equals."""
-        if self.config.scheduling.retry_position is RetryPosition.BEHIND:
+        if self.config.scheduling.retry_position == RetryPosition.BEHIND:
             message.seq = self.seqs.next()
             if message.ttl_entry is not None:  # its key carries the seq
                 self.ttl.discard(message)

@@ -356,7 +356,7 @@ def test_a_quota_switched_on_later_counts_what_is_held(h: Harness) -> None:
 
 @pytest.mark.parametrize(("position", "order"), [("ahead", ["m1", "m2"]), ("behind", ["m2", "m1"])])
 def test_retry_position(position: str, order: list[str]) -> None:
-    h = Harness(scheduled(retry_position=RetryPosition(position)))
+    h = Harness(scheduled(retry_position=position))  # plain strings work too
     h.put(priority=5)
     h.put(priority=5)
     taken = h.take_one()
