@@ -115,31 +115,25 @@ class SeqQueue:
         self.late = [e for e in self.late if e[1].entry is e]
         heapify(self.late)
 
-    def pop(self) -> Message:
-        """Remove the live head; there must be one (``live > 0``)."""
+    def _head_is_late(self) -> bool:
+        """Drop stale entries off both heads; True when the live head is in ``late``."""
         fifo, late = self.fifo, self.late
         while fifo and fifo[0][1].entry is not fifo[0]:
             fifo.popleft()
         while late and late[0][1].entry is not late[0]:
             heappop(late)
-        if late and (not fifo or late[0][0] < fifo[0][0]):
-            message = heappop(late)[1]
-        else:
-            message = fifo.popleft()[1]
+        return bool(late) and (not fifo or late[0][0] < fifo[0][0])
+
+    def pop(self) -> Message:
+        """Remove the live head; there must be one (``live > 0``)."""
+        message = heappop(self.late)[1] if self._head_is_late() else self.fifo.popleft()[1]
         message.entry = None
         self.live -= 1
         return message
 
     def head(self) -> Message:
         """The live head, left in place; there must be one."""
-        fifo, late = self.fifo, self.late
-        while fifo and fifo[0][1].entry is not fifo[0]:
-            fifo.popleft()
-        while late and late[0][1].entry is not late[0]:
-            heappop(late)
-        if late and (not fifo or late[0][0] < fifo[0][0]):
-            return late[0][1]
-        return fifo[0][1]
+        return self.late[0][1] if self._head_is_late() else self.fifo[0][1]
 
     def messages(self) -> list[Message]:
         return [e[1] for e in (*self.fifo, *self.late) if e[1].entry is e]
