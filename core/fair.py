@@ -27,7 +27,7 @@ Eligible members sit in a heap by ``(F, tiebreak)``, the others in a heap by
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Mapping
 from heapq import heapify, heappop, heappush, heapreplace
 from typing import Any
 
@@ -100,9 +100,6 @@ class FairLevel:
 
     def __len__(self) -> int:
         return len(self.active)
-
-    def __iter__(self) -> Iterator[Member]:
-        return iter(self.active.values())
 
     # -- membership --------------------------------------------------------------
 

@@ -50,9 +50,6 @@ class QueueMixes:
     def __init__(self) -> None:
         self._mixes: dict[MixKey, Mix] = {}
 
-    def __len__(self) -> int:
-        return len(self._mixes)
-
     def get(self, key: MixKey) -> Mix:
         mix = self._mixes.pop(key, None)
         if mix is None:

@@ -200,9 +200,9 @@ class Queue:
         if limit is not None and self.held() + len(admitted) > limit:
             raise QueueFull(self.namespace, self.name, limit)
         counts = self.key_counts
-        quota = self.config.scheduling.max_per_key
-        if counts is None or quota is None:
+        if counts is None:  # no quota
             return
+        quota = self.config.scheduling.max_per_key or 0
         adding: dict[str, int] = {}
         for message in admitted:
             key = message.fairness_key

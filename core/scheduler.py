@@ -22,7 +22,7 @@ from typing import Any
 
 from kokaq.core.message import Message
 
-__all__ = ["AgedOrder", "FlowOrder", "PriorityLevels", "Scheduler", "SeqQueue"]
+__all__ = ["AgedOrder", "FlowOrder", "PriorityLevels", "Scheduler", "SeqQueue", "rank"]
 
 
 class Scheduler(ABC):
@@ -139,6 +139,14 @@ class SeqQueue:
         return [e[1] for e in (*self.fifo, *self.late) if e[1].entry is e]
 
 
+def rank(message: Message, aging_interval_ms: int | None) -> int:
+    """A message's static ordering key inside its flow, larger first: its
+    priority, or with aging ``priority * interval - first enqueue time``."""
+    if aging_interval_ms is None:
+        return message.priority
+    return message.priority * aging_interval_ms - message.created_at
+
+
 class FlowOrder(ABC):
     """The messages of one flow in rank order (the ``live`` count is public)."""
 
@@ -146,9 +154,6 @@ class FlowOrder(ABC):
 
     def __init__(self) -> None:
         self.live = 0
-
-    @abstractmethod
-    def rank(self, message: Message) -> int: ...
 
     @abstractmethod
     def add(self, message: Message) -> None: ...
@@ -180,9 +185,6 @@ class PriorityLevels(FlowOrder):
         super().__init__()
         self._levels: dict[int, SeqQueue] = {}
         self._order: list[int] = []
-
-    def rank(self, message: Message) -> int:
-        return message.priority
 
     def add(self, message: Message) -> None:
         level = self._levels.get(message.priority)
@@ -234,11 +236,8 @@ class AgedOrder(FlowOrder):
         self._interval = interval_ms
         self._heap: list[tuple[int, int, Message]] = []
 
-    def rank(self, message: Message) -> int:
-        return message.priority * self._interval - message.created_at
-
     def add(self, message: Message) -> None:
-        entry = (message.created_at - message.priority * self._interval, message.seq, message)
+        entry = (-rank(message, self._interval), message.seq, message)
         message.entry = entry
         heappush(self._heap, entry)
         self.live += 1

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from kokaq.core.config import Band, SchedulingPolicy
 from kokaq.core.fair import FairLevel, Member
 from kokaq.core.message import Message
-from kokaq.core.scheduler import AgedOrder, FlowOrder, PriorityLevels, Scheduler
+from kokaq.core.scheduler import AgedOrder, FlowOrder, PriorityLevels, Scheduler, rank
 from kokaq.core.validation import MAX_PRIORITY
 
 __all__ = ["BandShare", "KeyShare", "Placement", "WeightedScheduler"]
@@ -79,13 +79,9 @@ class KeyShare(NamedTuple):
 
 
 class Placement(NamedTuple):
-    """Where a ready message stands, for ``explain``."""
+    """Where a ready message stands, for ``explain`` (its band, weights and
+    rank come from ``classify``)."""
 
-    band: int
-    band_weight: int
-    key: str | None
-    key_weight: int
-    rank: int  # its static ordering key inside the flow
     band_start: int  # the band's virtual start tag, and the band level's clock
     band_vtime: int
     key_start: int  # the key's virtual start tag, and the key level's clock
@@ -347,9 +343,8 @@ class WeightedScheduler(Scheduler):
     def classify(self, message: Message) -> tuple[int, int, int, int]:
         """A message's band, band weight, key weight and rank (in any state)."""
         band = self._band_of(message.priority)
-        interval = self._policy.aging_interval_ms
-        rank = message.priority if interval is None else AgedOrder(interval).rank(message)
-        return band.index, band.weight, self._policy.key_weight(message.fairness_key), rank
+        key_weight = self._policy.key_weight(message.fairness_key)
+        return band.index, band.weight, key_weight, rank(message, self._policy.aging_interval_ms)
 
     def place(self, message: Message) -> Placement:
         """Where a ready message stands (``message`` must be ready here)."""
@@ -357,11 +352,6 @@ class WeightedScheduler(Scheduler):
         band = self._band_of(message.priority)
         flow = band.flows[message.fairness_key]
         return Placement(
-            band.index,
-            band.weight,
-            message.fairness_key,
-            flow.weight,
-            flow.messages.rank(message),
             band.start,
             self._level.vtime,
             flow.start,
