@@ -32,10 +32,12 @@ from kokaq.core.errors import (
     NotFound,
     NotLeader,
     PayloadTooLarge,
+    PermissionDenied,
     QueueExists,
     QueueFull,
     QueueNotFound,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from kokaq.core.filters import MessageFilter
@@ -102,9 +104,11 @@ __all__ = [
     "NotFound",
     "NotLeader",
     "PayloadTooLarge",
+    "PermissionDenied",
     "QueueExists",
     "QueueFull",
     "QueueNotFound",
     "ResourceExhausted",
+    "Unauthenticated",
     "Unavailable",
 ]

@@ -20,8 +20,10 @@
     │   └── InvalidState(message_id, state, expected)
     ├── ResourceExhausted(reason)
     │   └── QueueFull(namespace, queue, limit, fairness_key)
-    └── Unavailable
-        └── NotLeader(leader_hint)
+    ├── Unavailable(reason)                       try again (elsewhere); outcome unknown
+    │   └── NotLeader(leader_hint)
+    ├── Unauthenticated(reason)                   no API key, or an unknown one
+    └── PermissionDenied(reason)                  the key's role or scope forbids the call
 
 Every error keeps its data as attributes named in ``fields``; ``details()``
 returns them as a plain dict and ``cls(**details)`` rebuilds the same error,
@@ -48,10 +50,12 @@ __all__ = [
     "NotFound",
     "NotLeader",
     "PayloadTooLarge",
+    "PermissionDenied",
     "QueueExists",
     "QueueFull",
     "QueueNotFound",
     "ResourceExhausted",
+    "Unauthenticated",
     "Unavailable",
     "error_classes",
 ]
@@ -253,7 +257,14 @@ class QueueFull(ResourceExhausted):
 
 
 class Unavailable(KokaqError):
-    pass
+    """The node cannot answer now. A write may or may not have been applied:
+    retry it with the same dedup key."""
+
+    fields: ClassVar[tuple[str, ...]] = ("reason",)
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(reason or "unavailable")
 
 
 class NotLeader(Unavailable):
@@ -264,6 +275,22 @@ class NotLeader(Unavailable):
     def __init__(self, leader_hint: str | None = None) -> None:
         self.leader_hint = leader_hint
         super().__init__(f"not the leader (leader: {leader_hint or 'unknown'})")
+
+
+class Unauthenticated(KokaqError):
+    fields: ClassVar[tuple[str, ...]] = ("reason",)
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(reason or "unauthenticated")
+
+
+class PermissionDenied(KokaqError):
+    fields: ClassVar[tuple[str, ...]] = ("reason",)
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(reason or "permission denied")
 
 
 def error_classes() -> dict[str, type[KokaqError]]:

@@ -33,6 +33,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "ResourceExhausted": {"reason": "too many queues"},
     "QueueFull": {"namespace": "ns", "queue": "q", "limit": 5, "fairness_key": "t1"},
     "NotLeader": {"leader_hint": "10.0.0.2:9000"},
+    "Unavailable": {"reason": "no answer from the Raft log"},
+    "Unauthenticated": {"reason": "unknown API key"},
+    "PermissionDenied": {"reason": "a consumer key may not make this call"},
 }
 
 

@@ -1,0 +1,1 @@
+"""kokaq.client: the SDK."""

@@ -1,0 +1,331 @@
+"""Every client call as data: the RPC name, the request, how to read the answer.
+
+``Client`` and ``AsyncClient`` differ only in how they send a ``Call``; what
+each call sends and returns is written once, here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.message import Message as ProtoMessage
+
+from kokaq.core import (
+    DeadPage,
+    EnqueueResult,
+    FailureReason,
+    Headers,
+    InvalidArgument,
+    KokaqError,
+    MessageFilter,
+    MessageSpec,
+    MessageView,
+    NackOutcome,
+    NackResult,
+    NamespaceConfig,
+    NamespaceInfo,
+    QueueConfig,
+    QueueInfo,
+    QueueStats,
+)
+from kokaq.protocol import convert as cv
+from kokaq.protocol.errors import error_from_detail
+from kokaq.protocol.v1 import kokaq_pb2 as pb
+
+__all__ = ["Call", "auto_dedup_key"]
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[_T]):
+    name: str  # the RPC, e.g. "Enqueue"
+    request: ProtoMessage
+    parse: Callable[[Any], _T]
+
+
+def auto_dedup_key() -> str:
+    """The dedup key the SDK gives an enqueue that has none, so a retry of the
+    same call never adds a second message."""
+    return f"sdk-{uuid.uuid4().hex}"
+
+
+def _spec(spec: MessageSpec) -> pb.MessageSpec:
+    try:
+        message = cv.spec_to_proto(spec)
+    except (TypeError, ValueError):
+        raise _bad_field(spec) from None
+    if spec.dedup_key is None:
+        message.dedup_key = auto_dedup_key()
+    return message
+
+
+def _bad_field(spec: MessageSpec) -> InvalidArgument:
+    """Name the field protobuf refused (a negative priority, a str payload...)."""
+    for name in ("payload", "priority", "delay_ms", "run_at", "ttl_ms", "expires_at",
+                 "max_deliveries", "dedup_key", "fairness_key", "cost"):  # fmt: skip
+        try:
+            pb.MessageSpec(**{name: getattr(spec, name)})
+        except (TypeError, ValueError) as error:
+            return InvalidArgument(name, str(error))
+    return InvalidArgument("headers", "must be Headers of strings")
+
+
+# -- namespaces and queues -------------------------------------------------------------
+
+
+def create_namespace(name: str, config: NamespaceConfig | None) -> Call[NamespaceInfo]:
+    request = pb.NamespaceRequest(namespace=name)
+    if config is not None:
+        cv.dict_to_message(config.to_dict(), request.config)
+    return Call("CreateNamespace", request, cv.namespace_info_from_proto)
+
+
+def get_namespace(name: str) -> Call[NamespaceInfo]:
+    return Call("GetNamespace", pb.NamespaceRequest(namespace=name), cv.namespace_info_from_proto)
+
+
+def list_namespaces() -> Call[list[NamespaceInfo]]:
+    return Call(
+        "ListNamespaces",
+        pb.ListNamespacesRequest(),
+        lambda r: [cv.namespace_info_from_proto(n) for n in r.namespaces],
+    )
+
+
+def update_namespace(name: str, config: NamespaceConfig) -> Call[NamespaceInfo]:
+    request = pb.NamespaceRequest(namespace=name)
+    cv.dict_to_message(config.to_dict(), request.config)
+    request.config.SetInParent()
+    return Call("UpdateNamespace", request, cv.namespace_info_from_proto)
+
+
+def delete_namespace(name: str, force: bool) -> Call[None]:
+    return Call("DeleteNamespace", pb.NamespaceRequest(namespace=name, force=force), _none)
+
+
+def purge_namespace(name: str) -> Call[int]:
+    return Call("PurgeNamespace", pb.NamespaceRequest(namespace=name), _count)
+
+
+def create_queue(namespace: str, name: str, config: QueueConfig | None) -> Call[QueueInfo]:
+    request = pb.QueueRequest(namespace=namespace, queue=name)
+    if config is not None:
+        cv.dict_to_message(config.to_dict(), request.config)
+        request.config.SetInParent()
+    return Call("CreateQueue", request, cv.queue_info_from_proto)
+
+
+def get_queue(namespace: str, name: str) -> Call[QueueInfo]:
+    return Call(
+        "GetQueue", pb.QueueRequest(namespace=namespace, queue=name), cv.queue_info_from_proto
+    )
+
+
+def list_queues(namespace: str) -> Call[list[QueueInfo]]:
+    return Call(
+        "ListQueues",
+        pb.ListQueuesRequest(namespace=namespace),
+        lambda r: [cv.queue_info_from_proto(q) for q in r.queues],
+    )
+
+
+def update_queue(namespace: str, name: str, config: QueueConfig) -> Call[QueueInfo]:
+    request = pb.QueueRequest(namespace=namespace, queue=name)
+    cv.dict_to_message(config.to_dict(), request.config)
+    request.config.SetInParent()
+    return Call("UpdateQueue", request, cv.queue_info_from_proto)
+
+
+def delete_queue(namespace: str, name: str, force: bool) -> Call[None]:
+    return Call("DeleteQueue", pb.QueueRequest(namespace=namespace, queue=name, force=force), _none)
+
+
+def purge_queue(namespace: str, name: str) -> Call[int]:
+    return Call("PurgeQueue", pb.QueueRequest(namespace=namespace, queue=name), _count)
+
+
+def stats(namespace: str, name: str) -> Call[QueueStats]:
+    return Call("GetStats", pb.QueueRequest(namespace=namespace, queue=name), cv.stats_from_proto)
+
+
+# -- messages -----------------------------------------------------------------------------
+
+
+def enqueue(namespace: str, queue: str, spec: MessageSpec) -> Call[EnqueueResult]:
+    request = pb.EnqueueRequest(namespace=namespace, queue=queue, message=_spec(spec))
+    return Call("Enqueue", request, cv.enqueue_result_from_proto)
+
+
+def enqueue_batch(
+    namespace: str, queue: str, specs: Sequence[MessageSpec]
+) -> Call[list[EnqueueResult]]:
+    request = pb.EnqueueBatchRequest(
+        namespace=namespace, queue=queue, messages=[_spec(s) for s in specs]
+    )
+    return Call(
+        "EnqueueBatch", request, lambda r: [cv.enqueue_result_from_proto(x) for x in r.results]
+    )
+
+
+def dequeue(
+    namespace: str,
+    queues: Sequence[tuple[str, int]],
+    max_count: int,
+    visibility_timeout_ms: int | None,
+) -> Call[list[MessageView]]:
+    request = pb.DequeueRequest(
+        namespace=namespace,
+        queues=[pb.QueueWeight(queue=q, weight=w) for q, w in queues],
+        max_count=max_count,
+        visibility_timeout_ms=visibility_timeout_ms,
+    )
+    return Call("Dequeue", request, lambda r: [cv.message_from_proto(m) for m in r.messages])
+
+
+def peek(namespace: str, queue: str, count: int) -> Call[list[MessageView]]:
+    request = pb.PeekRequest(namespace=namespace, queue=queue, count=count)
+    return Call("Peek", request, lambda r: [cv.message_from_proto(m) for m in r.messages])
+
+
+def _lock(view: MessageView) -> pb.LockRef:
+    return pb.LockRef(
+        namespace=view.namespace, queue=view.queue, message_id=view.id, lock_id=view.lock_id or ""
+    )
+
+
+def ack(view: MessageView) -> Call[None]:
+    return Call("Ack", _lock(view), _none)
+
+
+def ack_batch(
+    namespace: str, queue: str, pairs: Sequence[tuple[str, str]]
+) -> Call[list[KokaqError | None]]:
+    request = pb.AckBatchRequest(
+        namespace=namespace,
+        queue=queue,
+        items=[pb.AckBatchItem(message_id=m, lock_id=lk) for m, lk in pairs],
+    )
+    return Call(
+        "AckBatch",
+        request,
+        lambda r: [error_from_detail(d) if d.type else None for d in r.results],
+    )
+
+
+def nack(
+    view: MessageView,
+    reason: FailureReason,
+    error: str | None,
+    delay_ms: int | None,
+    dead_letter: bool,
+) -> Call[NackResult]:
+    request = pb.NackRequest(
+        lock=_lock(view),
+        reason=cv.failure_reason_to_proto(reason),
+        error=error,
+        delay_ms=delay_ms,
+        dead_letter=dead_letter,
+    )
+    return Call(
+        "Nack",
+        request,
+        lambda r: NackResult(
+            NackOutcome(r.outcome), r.visible_at if r.HasField("visible_at") else None
+        ),
+    )
+
+
+def extend(view: MessageView, add_ms: int) -> Call[int]:
+    return Call("Extend", pb.ExtendRequest(lock=_lock(view), add_ms=add_ms), _deadline)
+
+
+def refresh(view: MessageView) -> Call[int]:
+    return Call("Refresh", _lock(view), _deadline)
+
+
+def set_visibility_timeout(view: MessageView, timeout_ms: int) -> Call[int]:
+    request = pb.SetVisibilityTimeoutRequest(lock=_lock(view), timeout_ms=timeout_ms)
+    return Call("SetVisibilityTimeout", request, _deadline)
+
+
+def release(view: MessageView, delay_ms: int | None, visible_at: int | None) -> Call[int]:
+    request = pb.ReleaseRequest(lock=_lock(view), delay_ms=delay_ms, visible_at=visible_at)
+    return Call("Release", request, lambda r: int(r.visible_at))
+
+
+def get_message(namespace: str, queue: str, message_id: str) -> Call[MessageView]:
+    request = pb.MessageRef(namespace=namespace, queue=queue, message_id=message_id)
+    return Call("GetMessage", request, cv.message_from_proto)
+
+
+def reprioritize(
+    namespace: str,
+    queue: str,
+    priority: int,
+    message_id: str | None,
+    where: MessageFilter | None,
+) -> Call[int]:
+    request = pb.ReprioritizeRequest(namespace=namespace, queue=queue, priority=priority)
+    if message_id is not None:
+        request.message_id = message_id
+    elif where is not None:
+        request.where.CopyFrom(cv.filter_to_proto(where))
+    return Call("Reprioritize", request, _count)
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+def list_dead(namespace: str, queue: str, limit: int, after: int | None) -> Call[DeadPage]:
+    request = pb.ListDeadRequest(namespace=namespace, queue=queue, limit=limit, after=after)
+    return Call(
+        "ListDead",
+        request,
+        lambda r: DeadPage(
+            [cv.message_from_proto(m) for m in r.messages],
+            r.next_cursor if r.HasField("next_cursor") else None,
+        ),
+    )
+
+
+def redrive(namespace: str, queue: str, message_ids: Sequence[str] | None) -> Call[int]:
+    request = pb.DeadRequest(namespace=namespace, queue=queue, message_ids=message_ids or [])
+    return Call("RedriveDead", request, _count)
+
+
+def purge_dead(namespace: str, queue: str, message_ids: Sequence[str] | None) -> Call[int]:
+    request = pb.DeadRequest(namespace=namespace, queue=queue, message_ids=message_ids or [])
+    return Call("PurgeDead", request, _count)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def make_spec(
+    payload: bytes | str,
+    priority: int,
+    headers: Headers | Mapping[str, str] | None,
+    **options: Any,
+) -> MessageSpec:
+    """A MessageSpec from friendly arguments: str payloads are UTF-8; a plain
+    mapping of headers becomes user headers."""
+    data = payload.encode() if isinstance(payload, str) else payload
+    if headers is not None and not isinstance(headers, Headers):
+        headers = Headers(user=dict(headers))
+    return MessageSpec(payload=data, priority=priority, headers=headers, **options)
+
+
+def _none(_: Any) -> None:
+    return None
+
+
+def _count(response: Any) -> int:
+    return int(response.count)
+
+
+def _deadline(response: Any) -> int:
+    return int(response.lock_deadline)

@@ -1,0 +1,181 @@
+"""How calls reach a node: gRPC (blocking or asyncio), with leader following
+and retries. ``kokaq.client.testing`` has the in-process transport.
+
+Retries: ``Unavailable`` (which includes ``NotLeader`` and lost connections)
+is retried with exponential backoff and jitter on the next address, until
+``retry_timeout`` has passed. Every write the SDK sends is safe to repeat:
+enqueues carry a dedup key, and settling a lease twice fails cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from kokaq.core import InvalidArgument, KokaqError, NotLeader, Unavailable
+from kokaq.protocol.errors import ERROR_TRAILER, error_from_status
+from kokaq.server.operations import OPERATIONS
+
+__all__ = ["AsyncGrpcTransport", "GrpcTransport", "RetryPolicy"]
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 80 * 1024 * 1024),
+    ("grpc.max_send_message_length", 80 * 1024 * 1024),
+]
+
+
+class RetryPolicy:
+    def __init__(
+        self, timeout: float = 15.0, first_delay: float = 0.05, max_delay: float = 1.0
+    ) -> None:
+        self.timeout = timeout
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0.5, 1.0) * min(self.max_delay, self.first_delay * 2.0**attempt)
+
+
+def _addresses(addresses: str | Sequence[str]) -> list[str]:
+    found = [addresses] if isinstance(addresses, str) else list(addresses)
+    found = [a.strip() for item in found for a in item.split(",") if a.strip()]
+    if not found:
+        raise InvalidArgument("addresses", "give at least one node address")
+    return found
+
+
+def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("x-api-key", api_key),) if api_key else ()
+
+
+def _path(name: str) -> str:
+    return f"/kokaq.v1.{OPERATIONS[name].service}/{name}"
+
+
+def _error(error: grpc.RpcError) -> KokaqError:
+    call: Any = error  # a failed call is also a grpc.Call, with code and trailers
+    trailer = None
+    for key, value in call.trailing_metadata() or ():
+        if key == ERROR_TRAILER:
+            trailer = value
+    return error_from_status(call.code(), call.details() or "", trailer)
+
+
+class _Rotation:
+    """The address in use, moved on when a node cannot serve."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+        self.current = 0
+
+    def failed(self, error: KokaqError) -> None:
+        hint = error.leader_hint if isinstance(error, NotLeader) else None
+        if hint in self.addresses:
+            self.current = self.addresses.index(hint)
+        else:
+            self.current = (self.current + 1) % len(self.addresses)
+
+
+class GrpcTransport:
+    def __init__(
+        self,
+        addresses: str | Sequence[str],
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._rotation = _Rotation(_addresses(addresses))
+        self._channels: dict[str, grpc.Channel] = {}
+        self._metadata = _metadata(api_key)
+        self._timeout = timeout
+        self._retry = retry or RetryPolicy()
+
+    def _stub(self, name: str) -> Any:
+        address = self._rotation.addresses[self._rotation.current]
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.insecure_channel(
+                address, options=_CHANNEL_OPTIONS
+            )
+        return channel.unary_unary(
+            _path(name),
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=OPERATIONS[name].response.FromString,
+        )
+
+    def call(self, name: str, request: Any) -> Any:
+        started, attempt = time.monotonic(), 0
+        while True:
+            try:
+                return self._stub(name)(request, timeout=self._timeout, metadata=self._metadata)
+            except grpc.RpcError as rpc_error:
+                error = _error(rpc_error)
+            if not isinstance(error, Unavailable):
+                raise error
+            self._rotation.failed(error)
+            if time.monotonic() - started > self._retry.timeout:
+                raise error
+            time.sleep(self._retry.delay(attempt))
+            attempt += 1
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+
+class AsyncGrpcTransport:
+    def __init__(
+        self,
+        addresses: str | Sequence[str],
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._rotation = _Rotation(_addresses(addresses))
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._metadata = _metadata(api_key)
+        self._timeout = timeout
+        self._retry = retry or RetryPolicy()
+
+    def _stub(self, name: str) -> Any:
+        address = self._rotation.addresses[self._rotation.current]
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address, options=_CHANNEL_OPTIONS
+            )
+        return channel.unary_unary(
+            _path(name),
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=OPERATIONS[name].response.FromString,
+        )
+
+    async def call(self, name: str, request: Any) -> Any:
+        started, attempt = time.monotonic(), 0
+        while True:
+            try:
+                return await self._stub(name)(
+                    request, timeout=self._timeout, metadata=self._metadata
+                )
+            except grpc.RpcError as rpc_error:
+                error = _error(rpc_error)
+            if not isinstance(error, Unavailable):
+                raise error
+            self._rotation.failed(error)
+            if time.monotonic() - started > self._retry.timeout:
+                raise error
+            await asyncio.sleep(self._retry.delay(attempt))
+            attempt += 1
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close(None)
+        self._channels.clear()

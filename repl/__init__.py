@@ -1,0 +1,1 @@
+"""kokaq.repl: the ``kokaq`` command and its interactive shell."""

@@ -1,0 +1,104 @@
+"""The ``kokaq`` command. Exit codes: 0 ok, 1 error, 2 usage."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kokaq.core import KokaqError
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """kokaq: a distributed priority queue and job queue."""
+
+
+@cli.command()
+@click.option(
+    "--data-dir",
+    default="./kokaq-data",
+    show_default=True,
+    envvar="KOKAQ_DATA_DIR",
+    help="Where the Raft journal and snapshots live.",
+)
+@click.option(
+    "--grpc-listen",
+    default="127.0.0.1:9000",
+    show_default=True,
+    envvar="KOKAQ_GRPC_LISTEN",
+    help="gRPC address; port 0 picks a free port.",
+)
+@click.option(
+    "--http-listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    envvar="KOKAQ_HTTP_LISTEN",
+    help="REST, metrics and dashboard address.",
+)
+@click.option(
+    "--raft-listen",
+    default="127.0.0.1:9100",
+    show_default=True,
+    envvar="KOKAQ_RAFT_LISTEN",
+    help="Raft address; binds only this address.",
+)
+@click.option(
+    "--peers",
+    default="",
+    envvar="KOKAQ_PEERS",
+    help="Other members' Raft addresses, comma-separated; none = a single node.",
+)
+@click.option(
+    "--cluster-secret",
+    envvar="KOKAQ_CLUSTER_SECRET",
+    help="Shared secret of the Raft group (required with --peers).",
+)
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    envvar="KOKAQ_API_KEYS",
+    help="KEY:ROLE[:NAMESPACE], ROLE admin|producer|consumer; repeat or comma-separate.",
+)
+def server(
+    data_dir: str,
+    grpc_listen: str,
+    http_listen: str,
+    raft_listen: str,
+    peers: str,
+    cluster_secret: str | None,
+    api_keys: tuple[str, ...],
+) -> None:
+    """Run a node (a single durable node unless --peers is given).
+
+    \b
+    Examples:
+      kokaq server
+      kokaq server --grpc-listen 127.0.0.1:0 --raft-listen 127.0.0.1:0 --data-dir /tmp/k
+      kokaq server --api-key s3cretkey:admin --api-key pushkey01:producer:orders
+    """
+    # Imported here: client commands should not load the server's dependencies.
+    from kokaq.server.auth import parse_keys  # noqa: PLC0415
+    from kokaq.server.node import NodeOptions, serve  # noqa: PLC0415
+
+    try:
+        options = NodeOptions(
+            data_dir=data_dir,
+            grpc_listen=grpc_listen,
+            http_listen=http_listen,
+            raft_listen=raft_listen,
+            peers=tuple(p.strip() for p in peers.split(",") if p.strip()),
+            api_keys=tuple(parse_keys(api_keys)),
+            cluster_secret=cluster_secret,
+        )
+        serve(options)
+    except KokaqError as error:
+        click.echo(f"Error: {error.message}", err=True)
+        sys.exit(1)
+
+
+def main() -> None:
+    cli()

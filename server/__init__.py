@@ -1,0 +1,1 @@
+"""kokaq.server: a node. The engine replicated with PySyncObj, served over gRPC."""

@@ -1,0 +1,5 @@
+"""``python -m kokaq.server``: the same as ``kokaq server``."""
+
+from kokaq.repl.cli import server
+
+server()

@@ -1,0 +1,239 @@
+"""A kokaq node: the replicated engine behind gRPC, in one asyncio loop.
+
+``serve(options)`` runs until SIGTERM or SIGINT, then stops taking calls,
+lets those in flight finish, flushes and returns (the process exits 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+
+from kokaq.core import InvalidArgument, KokaqError, NotLeader
+from kokaq.protocol.v1 import kokaq_pb2 as pb
+from kokaq.server.auth import ApiKey, Authenticator
+from kokaq.server.committer import Committer, wall_clock_ms
+from kokaq.server.operations import OPERATIONS, Role
+from kokaq.server.replication import TICK, RaftSettings, ReplicatedEngine
+from kokaq.server.service import abort_with, generic_handlers
+
+__all__ = ["NodeOptions", "serve", "split_address"]
+
+log = logging.getLogger("kokaq.server")
+
+_ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    data_dir: str = "./kokaq-data"
+    grpc_listen: str = "127.0.0.1:9000"
+    http_listen: str = "127.0.0.1:8080"
+    raft_listen: str = "127.0.0.1:9100"
+    peers: tuple[str, ...] = ()
+    api_keys: tuple[ApiKey, ...] = ()
+    cluster_secret: str | None = None
+    raft: RaftSettings = field(default_factory=RaftSettings)
+    commit_timeout: float = 10.0  # seconds before a write with no answer fails
+    shutdown_grace: float = 5.0
+
+
+def split_address(address: str, field_name: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InvalidArgument(field_name, f"must be HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+def _free_port(host: str) -> int:
+    """A port the OS calls free now. PySyncObj must be told its address up
+    front, so port 0 is resolved here (only a single node can use it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class ReplicatedExecutor:
+    """Writes through the Raft log (group-committed); reads on the leader."""
+
+    def __init__(self, raft: ReplicatedEngine, committer: Committer) -> None:
+        self._raft = raft
+        self._committer = committer
+
+    async def write(self, name: str, request: bytes, ids: list[str]) -> Any:
+        return await self._committer.write(name, request, ids)
+
+    async def read(self, name: str, request: Any) -> Any:
+        if not self._raft.is_leader():
+            raise NotLeader(self._raft.leader_address())
+        with self._raft.lock:
+            return OPERATIONS[name].run(self._raft.engine, request, wall_clock_ms(), ())
+
+
+class _Node:
+    def __init__(self, options: NodeOptions) -> None:
+        self.options = options
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        options = self.options
+        raft_host, raft_port = split_address(options.raft_listen, "raft_listen")
+        split_address(options.grpc_listen, "grpc_listen")
+        if options.peers and not options.cluster_secret:
+            raise InvalidArgument("cluster_secret", "a cluster with peers needs a secret")
+        if raft_port == 0:
+            if options.peers:
+                raise InvalidArgument("raft_listen", "peers must know the port: give one")
+            raft_port = _free_port(raft_host)
+        raft_address = f"{raft_host}:{raft_port}"
+        loop = asyncio.get_running_loop()
+
+        committer_box: list[Committer] = []
+
+        def snapshot_installed() -> None:
+            if committer_box:
+                committer_box[0].fail_in_flight(
+                    "a snapshot replaced the log under this write; retry with the same dedup key"
+                )
+
+        raft = ReplicatedEngine(
+            raft_address,
+            list(options.peers),
+            options.data_dir,
+            password=options.cluster_secret,
+            settings=options.raft,
+            on_snapshot=snapshot_installed,
+        )
+        committer = Committer(raft, timeout=options.commit_timeout)
+        committer_box.append(committer)
+        auth = Authenticator(options.api_keys)
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", 80 * 1024 * 1024),
+                ("grpc.max_send_message_length", 80 * 1024 * 1024),
+            ]
+        )
+        server.add_generic_rpc_handlers(generic_handlers(ReplicatedExecutor(raft, committer), auth))
+        server.add_generic_rpc_handlers([_cluster_handler(raft, auth)])
+        health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        grpc_port = server.add_insecure_port(options.grpc_listen)
+        grpc_address = f"{options.grpc_listen.rpartition(':')[0]}:{grpc_port}"
+        await server.start()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stopping.set)
+        started = time.monotonic()
+        while raft.leader_address() is None and time.monotonic() - started < 10:
+            await asyncio.sleep(0.01)
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        if auth.open:
+            print(
+                "WARNING: no API key is configured: anyone who reaches "
+                f"{grpc_address} can read, write and delete everything. "
+                "Give --api-key KEY:ROLE or KOKAQ_API_KEYS.",
+                file=sys.stderr,
+                flush=True,
+            )
+        print(
+            f"kokaq node ready: grpc={grpc_address} raft={raft_address} "
+            f"http={options.http_listen} data_dir={options.data_dir} "
+            f"leader={raft.leader_address()}",
+            flush=True,
+        )
+        background = [
+            asyncio.create_task(self._tick(raft, committer)),
+            asyncio.create_task(self._expire(committer)),
+        ]
+        await self.stopping.wait()
+
+        # Shutdown: refuse new calls, let the running ones finish, then flush.
+        await health.enter_graceful_shutdown()
+        await server.stop(options.shutdown_grace)
+        committer.close()
+        deadline = time.monotonic() + options.shutdown_grace
+        while not committer.idle and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for task in background:
+            task.cancel()
+        raft.destroy_synchronous()
+        print("kokaq node stopped", flush=True)
+
+    async def _tick(self, raft: ReplicatedEngine, committer: Committer) -> None:
+        """The leader proposes tick(now) while anything is due."""
+        while True:
+            await asyncio.sleep(0.05)
+            if not raft.is_leader():
+                continue
+            with raft.lock:
+                due = raft.engine.next_due()
+            if due is not None and due <= wall_clock_ms():
+                with contextlib.suppress(KokaqError):
+                    await committer.write(TICK, b"", [])
+
+    async def _expire(self, committer: Committer) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if expired := committer.expire():
+                log.warning("%d write batches had no answer from the Raft log", expired)
+
+
+def _cluster_handler(
+    raft: ReplicatedEngine, auth: Authenticator
+) -> grpc.GenericRpcHandler[Any, Any]:
+    async def status(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ClusterStatus:
+        try:
+            auth.check(auth.key_of(context.invocation_metadata() or ()), (Role.ANY,), "")
+        except KokaqError as error:
+            await abort_with(context, error)
+        s = raft.getStatus()
+        members = [
+            pb.Member(
+                address=key.removeprefix("partner_node_status_server_"),
+                connected=value == 2,
+                match_index=s.get(
+                    "match_idx_server_" + key.removeprefix("partner_node_status_server_")
+                ),
+            )
+            for key, value in s.items()
+            if key.startswith("partner_node_status_server_")
+        ]
+        leader = s.get("leader")
+        return pb.ClusterStatus(
+            node=str(s["self"].id),
+            role=_ROLE_NAMES.get(s["state"], str(s["state"])),
+            leader=None if leader is None else str(leader.id),
+            term=s["raft_term"],
+            members=members,
+            commit_index=s["commit_idx"],
+            applied_index=s["last_applied"],
+            has_quorum=bool(s["has_quorum"]),
+        )
+
+    return grpc.method_handlers_generic_handler(
+        "kokaq.v1.Cluster",
+        {
+            "Status": grpc.unary_unary_rpc_method_handler(
+                status,
+                request_deserializer=None,
+                response_serializer=pb.ClusterStatus.SerializeToString,
+            )
+        },
+    )
+
+
+def serve(options: NodeOptions) -> None:
+    """Run a node until SIGTERM / SIGINT."""
+    asyncio.run(_Node(options).run())

@@ -1,0 +1,196 @@
+"""The engine as the state machine of a PySyncObj Raft group (DESIGN.md section 3).
+
+One replicated method, ``apply``, takes a group-committed batch: msgpack of
+``[now, [[rpc name, request bytes, ids], ...]]``. The proposer stamped ``now``
+and the ids, so every replica computes the same thing. ``apply`` never raises:
+each operation's KokaqError (or an unexpected exception) becomes its result.
+
+PySyncObj 0.3.17's defects and where they are mended:
+
+1. an unflushed mmap journal -> ``DurableJournal`` fsyncs every entry;
+2. forked compaction children and a journal thrown away on restart -> the
+   dump is written by ``_write_dump`` in the Raft thread (a custom serializer
+   turns the fork off), fsynced before the journal is cut, and on start the
+   journal is aligned to the dump point (``DurableJournal.align_to``);
+3. a follower truncating acknowledged entries -> ``DurableJournal`` only
+   drops entries on a term conflict;
+4. callbacks lost when a snapshot is installed -> ``on_snapshot`` fails every
+   pending batch at once, and the committer fails any batch whose callback is
+   late (``Unavailable``: the outcome is unknown, retry with the dedup key);
+5. pickle over an open port -> a password is always set (a random one on a
+   single node) and the Raft port binds only the address given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.config import FAIL_REASON
+
+from kokaq.core import Engine, KokaqError
+from kokaq.server.journal import DurableJournal, Entry, installed, write_durably
+from kokaq.server.operations import OPERATIONS
+
+__all__ = ["TICK", "RaftSettings", "ReplicatedEngine", "apply_batch", "read_dump_point"]
+
+log = logging.getLogger("kokaq.server.replication")
+
+#: The internal operation that applies due transitions (not an RPC).
+TICK = "Tick"
+_DUMP_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RaftSettings:
+    """Raft timing. The defaults commit in about 10 ms and fail over within 2 s;
+    ``compaction_entries`` bounds the journal (each entry is a whole batch)."""
+
+    append_entries_period: float = 0.01
+    tick_period: float = 0.005
+    election_timeout_min: float = 0.4
+    election_timeout_max: float = 1.2
+    compaction_entries: int = 20_000
+    compaction_seconds: float = 300.0
+
+
+def apply_batch(engine: Engine, payload: bytes) -> list[Any]:
+    """Run every operation of a batch; one result (or KokaqError) each. Never raises."""
+    try:
+        now, operations = msgpack.unpackb(payload)
+    except Exception as error:  # a corrupt command must not stall the log
+        log.error("unreadable command: %r", error)
+        return []
+    results: list[Any] = []
+    for name, request_bytes, ids in operations:
+        try:
+            if name == TICK:
+                results.append(engine.tick(now))
+                continue
+            operation = OPERATIONS[name]
+            request = operation.request.FromString(request_bytes)
+            results.append(operation.run(engine, request, now, ids))
+        except KokaqError as error:
+            results.append(error)
+        except Exception as error:  # a bug: report it, keep the log moving
+            log.exception("operation %s failed unexpectedly", name)
+            results.append(KokaqError(f"internal error in {name}: {type(error).__name__}"))
+    return results
+
+
+def read_dump_point(path: str) -> tuple[Entry, Entry] | None:
+    """The snapshot point of the dump at ``path`` (its two last entries), if any."""
+    try:
+        with open(path, "rb") as f:
+            dump = msgpack.unpackb(f.read())
+        return _entry(dump["prev"]), _entry(dump["last"])
+    except FileNotFoundError:
+        return None
+
+
+def _entry(data: list[Any]) -> Entry:
+    return bytes(data[0]), int(data[1]), int(data[2])
+
+
+class ReplicatedEngine(SyncObj):  # type: ignore[misc]
+    """A Raft replica of the engine. ``lock`` guards the engine: apply and the
+    snapshot take it in the Raft thread, reads take it in the server's thread."""
+
+    def __init__(
+        self,
+        self_address: str,
+        peers: list[str],
+        data_dir: str,
+        *,
+        password: str | None = None,
+        settings: RaftSettings | None = None,
+        on_snapshot: Callable[[], None] | None = None,
+        on_state_changed: Callable[[int, int], None] | None = None,
+    ) -> None:
+        settings = settings or RaftSettings()
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        self.engine = Engine()
+        self.lock = threading.Lock()
+        self.on_snapshot = on_snapshot
+        journal_path = os.path.join(data_dir, "raft.journal")
+        dump_path = os.path.join(data_dir, "raft.dump")
+        self.journal = DurableJournal(journal_path, dump_path)
+        point = read_dump_point(dump_path)
+        if point is not None:
+            self.journal.align_to(*point)
+        conf = SyncObjConf(
+            journalFile=journal_path,
+            fullDumpFile=dump_path,
+            serializer=self._write_dump,
+            deserializer=self._read_dump,
+            # Without a password PySyncObj unpickles whatever reaches its port.
+            password=password or secrets.token_urlsafe(32),
+            bindAddress=self_address,
+            appendEntriesPeriod=settings.append_entries_period,
+            autoTickPeriod=settings.tick_period,
+            raftMinTimeout=settings.election_timeout_min,
+            raftMaxTimeout=settings.election_timeout_max,
+            connectionTimeout=max(3.5, settings.election_timeout_max),
+            logCompactionMinEntries=settings.compaction_entries,
+            logCompactionMinTime=settings.compaction_seconds,
+            commandsWaitLeader=False,
+            onStateChanged=on_state_changed,
+        )
+        with installed(self.journal):
+            super().__init__(self_address, peers, conf)
+
+    # -- the replicated state machine --------------------------------------------------
+
+    @replicated  # type: ignore[untyped-decorator]
+    def apply(self, payload: bytes) -> list[Any]:
+        with self.lock:
+            return apply_batch(self.engine, payload)
+
+    def submit(self, payload: bytes, callback: Callable[[Any, int], None]) -> None:
+        """Propose a batch; ``callback(results, fail_reason)`` runs in the Raft thread."""
+        self.apply(payload, callback=callback)
+
+    # -- snapshots (log compaction) ------------------------------------------------------
+
+    def _write_dump(self, path: str, point: tuple[Any, Any, Any]) -> None:
+        last, prev, cluster = point
+        with self.lock:
+            state = self.engine.snapshot()
+        dump = {
+            "format": _DUMP_FORMAT,
+            "engine": state,
+            "last": list(last),
+            "prev": list(prev),
+            "cluster": sorted(str(node.id) for node in cluster),
+        }
+        write_durably(path, msgpack.packb(dump))
+
+    def _read_dump(self, path: str) -> tuple[Entry, Entry, list[str]]:
+        with open(path, "rb") as f:
+            dump = msgpack.unpackb(f.read())
+        with self.lock:
+            self.engine = Engine.restore(dump["engine"])
+        if self.on_snapshot is not None:
+            self.on_snapshot()
+        return _entry(dump["last"]), _entry(dump["prev"]), list(dump["cluster"])
+
+    # -- status ------------------------------------------------------------------------------
+
+    def leader_address(self) -> str | None:
+        leader = self._getLeader()
+        return None if leader is None else str(leader.id)
+
+    def is_leader(self) -> bool:
+        return bool(self._isLeader())
+
+
+def fail_reason_text(code: int) -> str:
+    names = {value: name for name, value in vars(FAIL_REASON).items() if name.isupper()}
+    return str(names.get(code, code)).lower()

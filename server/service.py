@@ -1,0 +1,82 @@
+"""The gRPC services, generated from the operation table.
+
+Each RPC: authenticate, parse, then a write goes to the replicated log
+(stamped with fresh ids) and a read runs on the leader's engine. A
+KokaqError aborts the call with its status code and the ``kokaq-error-bin``
+trailer, so the client raises the same subclass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from kokaq.core import InvalidArgument, KokaqError
+from kokaq.protocol.errors import ERROR_TRAILER, error_detail, status_for
+from kokaq.server.auth import Authenticator
+from kokaq.server.committer import new_id
+from kokaq.server.operations import OPERATIONS, Operation, ids_needed
+
+__all__ = ["Executor", "abort_with", "generic_handlers"]
+
+PACKAGE = "kokaq.v1"
+
+
+class Executor(Protocol):
+    """Runs operations: through Raft on a node, on a local engine in tests."""
+
+    async def write(self, name: str, request: bytes, ids: list[str]) -> Any: ...
+
+    async def read(self, name: str, request: Any) -> Any: ...
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: KokaqError) -> None:
+    status = status_for(error)
+    await context.abort(
+        status.grpc,
+        error.message,
+        trailing_metadata=((ERROR_TRAILER, error_detail(error).SerializeToString()),),
+    )
+
+
+def _handler(
+    name: str, operation: Operation, executor: Executor, auth: Authenticator
+) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            try:
+                request = operation.request.FromString(raw)
+            except DecodeError:
+                raise InvalidArgument("request", "is not a valid protobuf message") from None
+            presented = auth.key_of(context.invocation_metadata() or ())
+            auth.check(presented, operation.roles, operation.namespace(request))
+            if operation.write:
+                ids = [new_id() for _ in range(ids_needed(name, request))]
+                result = await executor.write(name, raw, ids)
+            else:
+                result = await executor.read(name, request)
+            return operation.respond(result)
+        except KokaqError as error:
+            await abort_with(context, error)
+
+    return handle
+
+
+def generic_handlers(
+    executor: Executor, auth: Authenticator
+) -> list[grpc.GenericRpcHandler[Any, Any]]:
+    """One generic handler per service of the operation table."""
+    services: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
+    for name, operation in OPERATIONS.items():
+        services.setdefault(operation.service, {})[name] = grpc.unary_unary_rpc_method_handler(
+            _handler(name, operation, executor, auth),
+            request_deserializer=None,  # raw bytes: a write is replicated as received
+            response_serializer=operation.response.SerializeToString,
+        )
+    return [
+        grpc.method_handlers_generic_handler(f"{PACKAGE}.{service}", methods)
+        for service, methods in services.items()
+    ]

@@ -1,0 +1,84 @@
+"""Real node processes for integration tests: port 0 everywhere, the ready
+line parsed for the addresses the node actually listens on."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+_READY = re.compile(r"kokaq node ready: grpc=(\S+) raft=(\S+)")
+
+
+class NodeProcess:
+    def __init__(self, data_dir: str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.args = args
+        self.env = env
+        self.output: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self.grpc = ""
+        self.raft = ""
+
+    def start(self, timeout: float = 20.0) -> NodeProcess:
+        command = [
+            sys.executable, "-m", "kokaq.server",
+            "--data-dir", self.data_dir,
+            "--grpc-listen", "127.0.0.1:0",
+            "--raft-listen", "127.0.0.1:0",
+            *self.args,
+        ]  # fmt: skip
+        self.output = []
+        env = {**os.environ, **(self.env or {})}
+        env.pop("KOKAQ_API_KEYS", None) if self.env is None else None
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        ready = threading.Event()
+        threading.Thread(target=self._read, args=(self.process, ready), daemon=True).start()
+        if not ready.wait(timeout):
+            self.kill()
+            raise RuntimeError("node did not become ready:\n" + "".join(self.output))
+        return self
+
+    def _read(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.output.append(line)
+            match = _READY.search(line)
+            if match:
+                self.grpc, self.raft = match.group(1), match.group(2)
+                ready.set()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+def wait_until(predicate: object, timeout: float = 10.0, step: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
+def start_node(data_dir: str, args: Sequence[str] = ()) -> NodeProcess:
+    return NodeProcess(data_dir, *args).start()
