@@ -63,6 +63,13 @@ def cli() -> None:
     envvar="KOKAQ_API_KEYS",
     help="KEY:ROLE[:NAMESPACE], ROLE admin|producer|consumer; repeat or comma-separate.",
 )
+@click.option(
+    "--compaction-entries",
+    type=click.IntRange(min=10),
+    default=20_000,
+    hidden=True,
+    help="Compact the Raft log past this many entries (tests set it low).",
+)
 def server(
     data_dir: str,
     grpc_listen: str,
@@ -71,6 +78,7 @@ def server(
     peers: str,
     cluster_secret: str | None,
     api_keys: tuple[str, ...],
+    compaction_entries: int,
 ) -> None:
     """Run a node (a single durable node unless --peers is given).
 
@@ -83,6 +91,7 @@ def server(
     # Imported here: client commands should not load the server's dependencies.
     from kokaq.server.auth import parse_keys  # noqa: PLC0415
     from kokaq.server.node import NodeOptions, serve  # noqa: PLC0415
+    from kokaq.server.replication import RaftSettings  # noqa: PLC0415
 
     try:
         options = NodeOptions(
@@ -93,6 +102,7 @@ def server(
             peers=tuple(p.strip() for p in peers.split(",") if p.strip()),
             api_keys=tuple(parse_keys(api_keys)),
             cluster_secret=cluster_secret,
+            raft=RaftSettings(compaction_entries=compaction_entries),
         )
         serve(options)
     except KokaqError as error:

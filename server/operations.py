@@ -85,7 +85,15 @@ def _enqueue_batch(engine: Engine, r: pb.EnqueueBatchRequest, now: int, ids: Seq
     if not 1 <= len(r.messages) <= MAX_BATCH:
         raise InvalidArgument("messages", f"must hold 1 to {MAX_BATCH} messages")
     specs = [cv.spec_from_proto(m) for m in r.messages]
-    return engine.enqueue_batch(r.namespace, r.queue, specs, message_ids=ids, now=now)
+    try:
+        return engine.enqueue_batch(r.namespace, r.queue, specs, message_ids=ids, now=now)
+    except InvalidArgument as error:
+        if not error.field.startswith("items"):
+            raise
+        # The engine's "items[3].priority" is the request's "messages[3].priority".
+        details = error.details()
+        details["field"] = "messages" + error.field.removeprefix("items")
+        raise type(error)(**details) from None
 
 
 def _dequeue(engine: Engine, r: pb.DequeueRequest, now: int, ids: Sequence[str]) -> Any:

@@ -48,12 +48,13 @@ class NodeProcess:
 
     def _read(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
         assert process.stdout is not None
-        for line in process.stdout:
-            self.output.append(line)
-            match = _READY.search(line)
-            if match:
-                self.grpc, self.raft = match.group(1), match.group(2)
-                ready.set()
+        with process.stdout:
+            for line in process.stdout:
+                self.output.append(line)
+                match = _READY.search(line)
+                if match:
+                    self.grpc, self.raft = match.group(1), match.group(2)
+                    ready.set()
 
     def kill(self) -> None:
         """SIGKILL: no chance to flush anything."""

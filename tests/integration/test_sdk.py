@@ -1,0 +1,161 @@
+"""Every RPC through the SDK, good and bad input, on both transports."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from kokaq.client.client import Client
+from kokaq.core import (
+    MAX_PRIORITY,
+    FailureReason,
+    InvalidArgument,
+    LockLost,
+    MessageFilter,
+    MessageSpec,
+    MessageState,
+    NackOutcome,
+    NamespaceConfig,
+    NamespaceExists,
+    NamespaceNotFound,
+    NotEmpty,
+    PayloadTooLarge,
+    QueueConfig,
+    QueueExists,
+    QueueFull,
+    QueueNotFound,
+)
+
+
+def fresh(client: Client, config: QueueConfig | None = None) -> tuple[str, str]:
+    namespace = f"ns-{uuid.uuid4().hex[:8]}"
+    client.create_namespace(namespace)
+    client.create_queue(namespace, "q", config)
+    return namespace, "q"
+
+
+def test_namespace_and_queue_lifecycle(client: Client) -> None:
+    name = f"ns-{uuid.uuid4().hex[:8]}"
+    info = client.create_namespace(name, NamespaceConfig(description="team a", max_queues=2))
+    assert info.config.description == "team a" and info.queue_count == 0
+    with pytest.raises(NamespaceExists):
+        client.create_namespace(name)
+    assert name in [n.name for n in client.list_namespaces()]
+    assert client.update_namespace(name, NamespaceConfig(max_queues=5)).config.max_queues == 5
+    queue = client.create_queue(name, "orders", QueueConfig(max_deliveries=3))
+    assert queue.config.max_deliveries == 3
+    with pytest.raises(QueueExists):
+        client.create_queue(name, "orders")
+    assert [q.name for q in client.list_queues(name)] == ["orders"]
+    updated = client.update_queue(name, "orders", QueueConfig(visibility_timeout_ms=5_000))
+    assert updated.config.visibility_timeout_ms == 5_000
+    assert client.get_queue(name, "orders").config == updated.config
+    client.queue(name, "orders").enqueue(b"x")
+    with pytest.raises(NotEmpty):
+        client.delete_namespace(name)
+    assert client.queue(name, "orders").purge() == 1
+    client.delete_queue(name, "orders")
+    client.delete_namespace(name)
+    with pytest.raises(NamespaceNotFound):
+        client.get_namespace(name)
+
+
+def test_message_lifecycle(client: Client) -> None:
+    namespace, name = fresh(client, QueueConfig(max_deliveries=2))
+    q = client.queue(namespace, name)
+    low = q.enqueue(b"low", priority=1)
+    high = q.enqueue("high", priority=MAX_PRIORITY, headers={"k": "v"})
+    assert low.state is MessageState.READY and not high.duplicate
+    assert [m.id for m in q.peek(2)] == [high.message_id, low.message_id]
+    (job,) = q.dequeue()
+    assert job.id == high.message_id and job.payload == b"high"
+    assert job.message.headers is not None and job.message.headers.user == {"k": "v"}
+    deadline = job.extend(5_000)
+    assert deadline == job.lock_deadline
+    assert job.set_visibility_timeout(60_000) > 0
+    assert job.refresh() > 0
+    job.ack()
+    assert q.get(job.id).state is MessageState.SUCCEEDED
+    with pytest.raises(LockLost):
+        job.ack()
+    (second,) = q.dequeue(visibility_timeout_ms=2_000)
+    result = second.nack("boom", reason=FailureReason.PROCESSING_ERROR, delay_ms=0)
+    assert result.outcome is NackOutcome.REQUEUED
+    (again,) = q.dequeue()
+    assert again.id == low.message_id
+    assert again.nack("boom again").outcome is NackOutcome.DEAD_LETTERED  # 2 deliveries used
+    page = q.list_dead()
+    assert [m.id for m in page.messages] == [low.message_id]
+    assert page.messages[0].last_error == "boom again"
+    assert q.redrive() == 1
+    (back,) = q.dequeue()
+    assert back.release(delay_ms=0) >= 0
+    assert q.reprioritize(9, message_id=back.id) == 1
+    assert q.get(back.id).priority == 9
+    assert q.reprioritize(3, where=MessageFilter(min_priority=5)) == 1
+    stats = q.stats()
+    assert (stats.ready, stats.succeeded, stats.dead) == (1, 1, 0)
+    (last,) = q.dequeue()
+    assert last.nack(dead_letter=True).outcome is NackOutcome.DEAD_LETTERED
+    assert q.purge_dead() == 1
+
+
+def test_batches_dedup_and_weighted_dequeue(client: Client) -> None:
+    namespace, name = fresh(client)
+    client.create_queue(namespace, "other")
+    q = client.queue(namespace, name)
+    results = q.enqueue_many([b"a", MessageSpec(payload=b"b", dedup_key="k"), "c"])
+    assert len({r.message_id for r in results}) == 3
+    repeat = q.enqueue(b"b again", dedup_key="k")
+    assert repeat.duplicate and repeat.message_id == results[1].message_id
+    client.queue(namespace, "other").enqueue(b"o")
+    leased = client.dequeue(namespace, {name: 3, "other": 1}, max_count=10)
+    assert sorted(m.payload for m in leased) == [b"a", b"b", b"c", b"o"]
+    acked = q.ack_many([m for m in leased if m.message.queue == name])
+    assert acked == [None, None, None]
+    assert q.ack_many([leased[0]])[0] is not None  # already acked: that item fails alone
+
+
+def test_bad_input_is_named_and_changes_nothing(client: Client) -> None:
+    namespace, name = fresh(client, QueueConfig(max_payload_bytes=10, max_length=2))
+    q = client.queue(namespace, name)
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: client.create_namespace("bad name!"), "namespace"),
+        (lambda: client.create_queue(namespace, ""), "queue"),
+        (lambda: q.enqueue(b"x", priority=-1), "priority"),
+        (lambda: q.enqueue(b"x", delay_ms=-5), "delay_ms"),
+        (lambda: q.enqueue(b"x", delay_ms=5, run_at=10), "run_at"),
+        (lambda: q.dequeue(0 + 1001), "max_count"),
+        (lambda: q.dequeue(visibility_timeout_ms=10), "visibility_timeout_ms"),
+        (lambda: q.peek(5000), "count"),
+        (lambda: q.enqueue_many([b"ok", MessageSpec(payload=b"x", cost=0)]), "messages[1].cost"),
+        (lambda: q.enqueue_many([b"x"] * 1001), "messages"),
+        (
+            lambda: client.create_queue(namespace, "z", QueueConfig(max_deliveries=-1)),
+            "max_deliveries",
+        ),
+        (lambda: client.dequeue(namespace, {}), "queues"),
+        (lambda: q.reprioritize(1), "target"),
+    ]
+    for call, field in cases:
+        with pytest.raises(InvalidArgument) as caught:
+            call()
+        assert caught.value.field == field, (field, caught.value)
+    with pytest.raises(PayloadTooLarge):
+        q.enqueue(b"x" * 11)
+    with pytest.raises(QueueNotFound):
+        client.queue(namespace, "missing").enqueue(b"x")
+    assert q.stats().ready == 0  # nothing half-applied
+    q.enqueue_many([b"1", b"2"])
+    with pytest.raises(QueueFull):
+        q.enqueue(b"3")
+    (job,) = q.dequeue()
+    forged = job.message._replace(lock_id="not-the-lock")
+    with pytest.raises(LockLost):
+        type(job)(client, forged).ack()
+    with pytest.raises(InvalidArgument) as caught:
+        type(job)(client, job.message._replace(lock_id="bad lock!")).ack()
+    assert caught.value.field == "lock_id"
+    assert q.stats().leased == 1
