@@ -56,7 +56,7 @@ def fsync_directory(path: str) -> None:
 def write_durably(path: str, data: bytes) -> None:
     """Replace ``path`` by ``data``: temporary file, fsync, rename, fsync the folder."""
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
