@@ -81,7 +81,9 @@ class _Rotation:
             self.current = (self.current + 1) % len(self.addresses)
 
 
-class GrpcTransport:
+class _GrpcBase:
+    """What both gRPC transports share: addresses, key, retries, one channel each."""
+
     def __init__(
         self,
         addresses: str | Sequence[str],
@@ -91,23 +93,34 @@ class GrpcTransport:
         retry: RetryPolicy | None = None,
     ) -> None:
         self._rotation = _Rotation(_addresses(addresses))
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[str, Any] = {}
         self._metadata = _metadata(api_key)
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
+
+    def _new_channel(self, address: str) -> Any:
+        raise NotImplementedError
 
     def _stub(self, name: str) -> Any:
         address = self._rotation.addresses[self._rotation.current]
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.insecure_channel(
-                address, options=_CHANNEL_OPTIONS
-            )
+            channel = self._channels[address] = self._new_channel(address)
         return channel.unary_unary(
             _path(name),
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=OPERATIONS[name].response.FromString,
         )
+
+    def _retry_or_raise(self, error: KokaqError, started: float) -> None:
+        if not isinstance(error, Unavailable) or time.monotonic() - started > self._retry.timeout:
+            raise error
+        self._rotation.failed(error)
+
+
+class GrpcTransport(_GrpcBase):
+    def _new_channel(self, address: str) -> Any:
+        return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
 
     def call(self, name: str, request: Any) -> Any:
         started, attempt = time.monotonic(), 0
@@ -115,12 +128,7 @@ class GrpcTransport:
             try:
                 return self._stub(name)(request, timeout=self._timeout, metadata=self._metadata)
             except grpc.RpcError as rpc_error:
-                error = _error(rpc_error)
-            if not isinstance(error, Unavailable):
-                raise error
-            self._rotation.failed(error)
-            if time.monotonic() - started > self._retry.timeout:
-                raise error
+                self._retry_or_raise(_error(rpc_error), started)
             time.sleep(self._retry.delay(attempt))
             attempt += 1
 
@@ -130,33 +138,9 @@ class GrpcTransport:
         self._channels.clear()
 
 
-class AsyncGrpcTransport:
-    def __init__(
-        self,
-        addresses: str | Sequence[str],
-        *,
-        api_key: str | None = None,
-        timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        self._rotation = _Rotation(_addresses(addresses))
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._metadata = _metadata(api_key)
-        self._timeout = timeout
-        self._retry = retry or RetryPolicy()
-
-    def _stub(self, name: str) -> Any:
-        address = self._rotation.addresses[self._rotation.current]
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=_CHANNEL_OPTIONS
-            )
-        return channel.unary_unary(
-            _path(name),
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=OPERATIONS[name].response.FromString,
-        )
+class AsyncGrpcTransport(_GrpcBase):
+    def _new_channel(self, address: str) -> Any:
+        return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
 
     async def call(self, name: str, request: Any) -> Any:
         started, attempt = time.monotonic(), 0
@@ -166,12 +150,7 @@ class AsyncGrpcTransport:
                     request, timeout=self._timeout, metadata=self._metadata
                 )
             except grpc.RpcError as rpc_error:
-                error = _error(rpc_error)
-            if not isinstance(error, Unavailable):
-                raise error
-            self._rotation.failed(error)
-            if time.monotonic() - started > self._retry.timeout:
-                raise error
+                self._retry_or_raise(_error(rpc_error), started)
             await asyncio.sleep(self._retry.delay(attempt))
             attempt += 1
 

@@ -67,7 +67,6 @@ class Committer:
         self._log = log
         self._loop = asyncio.get_running_loop()
         self._pending: list[tuple[list[Any], asyncio.Future[Any]]] = []
-        self._pending_bytes = 0
         self._in_flight: set[_Batch] = set()
         self._max_in_flight = max_in_flight
         self._max_batch_bytes = max_batch_bytes
@@ -84,7 +83,6 @@ class Committer:
             raise Unavailable("the node is shutting down")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending.append(([name, request, ids], future))
-        self._pending_bytes += len(request) + 64
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -108,7 +106,6 @@ class Committer:
             taken, self._pending = self._pending[:count], self._pending[count:]
             operations = [operation for operation, _ in taken]
             futures = [future for _, future in taken]
-            self._pending_bytes -= size
             batch = _Batch(futures)
             self._in_flight.add(batch)
             payload = msgpack.packb([wall_clock_ms(), operations])
@@ -141,7 +138,7 @@ class Committer:
             self._loop.call_soon(self._flush)
 
     def _fail_pending(self, error: KokaqError) -> None:
-        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        pending, self._pending = self._pending, []
         for _, future in pending:
             if not future.done():
                 future.set_result(error)

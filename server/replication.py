@@ -33,7 +33,6 @@ from typing import Any
 
 import msgpack
 from pysyncobj import SyncObj, SyncObjConf, replicated
-from pysyncobj.config import FAIL_REASON
 
 from kokaq.core import Engine, KokaqError
 from kokaq.server.journal import DurableJournal, Entry, installed, write_durably
@@ -189,8 +188,3 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
 
     def is_leader(self) -> bool:
         return bool(self._isLeader())
-
-
-def fail_reason_text(code: int) -> str:
-    names = {value: name for name, value in vars(FAIL_REASON).items() if name.isupper()}
-    return str(names.get(code, code)).lower()

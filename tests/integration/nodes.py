@@ -35,7 +35,8 @@ class NodeProcess:
         ]  # fmt: skip
         self.output = []
         env = {**os.environ, **(self.env or {})}
-        env.pop("KOKAQ_API_KEYS", None) if self.env is None else None
+        if self.env is None:
+            env.pop("KOKAQ_API_KEYS", None)  # an open node unless a test asks otherwise
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
