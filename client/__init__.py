@@ -1,1 +1,24 @@
-"""kokaq.client: the SDK."""
+"""kokaq.client: the SDK.
+
+``Client`` (blocking) and ``AsyncClient`` (asyncio) talk to one or several
+nodes; ``Producer`` batches enqueues in the background;
+``kokaq.client.testing`` runs an engine in process for users' own tests.
+"""
+
+from kokaq.client._async.client import AsyncClient, AsyncLeased, AsyncQueue, AsyncTransport
+from kokaq.client._sync.client import Client, Leased, Queue, Transport
+from kokaq.client.transport import AsyncGrpcTransport, GrpcTransport, RetryPolicy
+
+__all__ = [
+    "AsyncClient",
+    "AsyncGrpcTransport",
+    "AsyncLeased",
+    "AsyncQueue",
+    "AsyncTransport",
+    "Client",
+    "GrpcTransport",
+    "Leased",
+    "Queue",
+    "RetryPolicy",
+    "Transport",
+]

@@ -35,7 +35,7 @@ from kokaq.protocol import convert as cv
 from kokaq.protocol.errors import error_from_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
-__all__ = ["Call", "auto_dedup_key"]
+__all__ = ["Call", "auto_dedup_key", "make_spec", "queue_weights"]
 
 _T = TypeVar("_T")
 
@@ -303,6 +303,17 @@ def purge_dead(namespace: str, queue: str, message_ids: Sequence[str] | None) ->
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def queue_weights(
+    queues: str | Mapping[str, int] | Sequence[tuple[str, int]],
+) -> list[tuple[str, int]]:
+    """One queue name, ``{name: weight}`` or ``[(name, weight)]`` as pairs."""
+    if isinstance(queues, str):
+        return [(queues, 1)]
+    if isinstance(queues, Mapping):
+        return list(queues.items())
+    return list(queues)
 
 
 def make_spec(

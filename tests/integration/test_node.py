@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kokaq.client.client import Client
+from kokaq.client import Client
 from kokaq.client.transport import RetryPolicy
 from kokaq.core import KokaqError, MessageState, PermissionDenied, QueueConfig, Unauthenticated
 from tests.integration.nodes import NodeProcess, wait_until

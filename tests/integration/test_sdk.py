@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from kokaq.client.client import Client
+from kokaq.client import Client, calls
 from kokaq.core import (
     MAX_PRIORITY,
     FailureReason,
@@ -154,8 +154,8 @@ def test_bad_input_is_named_and_changes_nothing(client: Client) -> None:
     (job,) = q.dequeue()
     forged = job.message._replace(lock_id="not-the-lock")
     with pytest.raises(LockLost):
-        type(job)(client, forged).ack()
+        client.run(calls.ack(forged))
     with pytest.raises(InvalidArgument) as caught:
-        type(job)(client, job.message._replace(lock_id="bad lock!")).ack()
+        client.run(calls.ack(job.message._replace(lock_id="bad lock!")))
     assert caught.value.field == "lock_id"
     assert q.stats().leased == 1

@@ -1,12 +1,16 @@
-"""The blocking SDK.
+# Generated from client/_async by scripts/gen-sync-client: do not edit.
+"""The SDK's client, queue and leased-message classes, written once for asyncio.
 
-    with Client("127.0.0.1:9000") as client:
+    async with AsyncClient("127.0.0.1:9000") as client:
         orders = client.queue("default", "orders")
-        orders.enqueue(b'{"id": 1}', priority=5)
-        for job in orders.dequeue(max_count=10):
+        await orders.enqueue(b'{"id": 1}', priority=5)
+        for job in await orders.dequeue(max_count=10):
             handle(job.payload)
-            job.ack()
+            await job.ack()
 
+The blocking ``Client``, ``Queue`` and ``Leased`` (``client/_sync/client.py``)
+are generated from this file by unasync (``scripts/gen-sync-client``), which
+drops ``async``/``await`` and the ``Async`` prefixes: edit here, then regenerate.
 Every error is a ``KokaqError`` subclass (``kokaq.core.errors``).
 """
 
@@ -16,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from kokaq.client import calls
-from kokaq.client.calls import Call, make_spec
+from kokaq.client.calls import Call, make_spec, queue_weights
 from kokaq.client.transport import GrpcTransport, RetryPolicy
 from kokaq.core import (
     DeadPage,
@@ -35,7 +39,7 @@ from kokaq.core import (
     QueueStats,
 )
 
-__all__ = ["Client", "Leased", "Queue", "Transport", "queue_weights"]
+__all__ = ["Client", "Leased", "Queue", "Transport"]
 
 _T = TypeVar("_T")
 
@@ -44,17 +48,6 @@ class Transport(Protocol):
     def call(self, name: str, request: Any) -> Any: ...
 
     def close(self) -> None: ...
-
-
-def queue_weights(
-    queues: str | Mapping[str, int] | Sequence[tuple[str, int]],
-) -> list[tuple[str, int]]:
-    """One queue name, ``{name: weight}`` or ``[(name, weight)]`` as pairs."""
-    if isinstance(queues, str):
-        return [(queues, 1)]
-    if isinstance(queues, Mapping):
-        return list(queues.items())
-    return list(queues)
 
 
 class Client:
@@ -265,4 +258,4 @@ class Leased:
         return self.client.run(calls.release(self.message, delay_ms, visible_at))
 
     def __repr__(self) -> str:
-        return f"Leased(id={self.id!r}, priority={self.message.priority})"
+        return f"{type(self).__name__}(id={self.id!r}, priority={self.message.priority})"
