@@ -7,6 +7,7 @@ nodes; ``Producer`` batches enqueues in the background;
 
 from kokaq.client._async.client import AsyncClient, AsyncLeased, AsyncQueue, AsyncTransport
 from kokaq.client._sync.client import Client, Leased, Queue, Transport
+from kokaq.client.producer import Producer
 from kokaq.client.transport import AsyncGrpcTransport, GrpcTransport, RetryPolicy
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Client",
     "GrpcTransport",
     "Leased",
+    "Producer",
     "Queue",
     "RetryPolicy",
     "Transport",

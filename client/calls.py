@@ -35,7 +35,7 @@ from kokaq.protocol import convert as cv
 from kokaq.protocol.errors import error_from_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
-__all__ = ["Call", "auto_dedup_key", "make_spec", "queue_weights"]
+__all__ = ["Call", "auto_dedup_key", "make_spec", "queue_weights", "spec_message"]
 
 _T = TypeVar("_T")
 
@@ -53,7 +53,9 @@ def auto_dedup_key() -> str:
     return f"sdk-{uuid.uuid4().hex}"
 
 
-def _spec(spec: MessageSpec) -> pb.MessageSpec:
+def spec_message(spec: MessageSpec) -> pb.MessageSpec:
+    """The wire form of a spec, with a dedup key made up when it has none.
+    Raises ``InvalidArgument`` naming the field protobuf refuses."""
     try:
         message = cv.spec_to_proto(spec)
     except (TypeError, ValueError):
@@ -156,16 +158,16 @@ def stats(namespace: str, name: str) -> Call[QueueStats]:
 
 
 def enqueue(namespace: str, queue: str, spec: MessageSpec) -> Call[EnqueueResult]:
-    request = pb.EnqueueRequest(namespace=namespace, queue=queue, message=_spec(spec))
+    request = pb.EnqueueRequest(namespace=namespace, queue=queue, message=spec_message(spec))
     return Call("Enqueue", request, cv.enqueue_result_from_proto)
 
 
 def enqueue_batch(
-    namespace: str, queue: str, specs: Sequence[MessageSpec]
+    namespace: str, queue: str, specs: Sequence[MessageSpec | pb.MessageSpec]
 ) -> Call[list[EnqueueResult]]:
-    request = pb.EnqueueBatchRequest(
-        namespace=namespace, queue=queue, messages=[_spec(s) for s in specs]
-    )
+    """Specs may be given already in wire form (``spec_message``)."""
+    messages = [s if isinstance(s, pb.MessageSpec) else spec_message(s) for s in specs]
+    request = pb.EnqueueBatchRequest(namespace=namespace, queue=queue, messages=messages)
     return Call(
         "EnqueueBatch", request, lambda r: [cv.enqueue_result_from_proto(x) for x in r.results]
     )
