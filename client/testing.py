@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from kokaq.core import Engine
-from kokaq.server.committer import new_id
+from kokaq.server.committer import new_ids
 from kokaq.server.operations import OPERATIONS, ids_needed
 
 __all__ = ["AsyncInProcessTransport", "InProcessTransport"]
@@ -28,7 +28,7 @@ class InProcessTransport:
     def call(self, name: str, request: Any) -> Any:
         operation = OPERATIONS[name]
         parsed = operation.request.FromString(request.SerializeToString())
-        ids = [new_id() for _ in range(ids_needed(name, parsed))]
+        ids = new_ids(ids_needed(name, parsed))
         with self._lock:
             result = operation.run(self.engine, parsed, time.time_ns() // 1_000_000, ids)
         return operation.response.FromString(operation.respond(result).SerializeToString())

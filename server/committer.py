@@ -24,16 +24,18 @@ import msgpack
 
 from kokaq.core import KokaqError, NotLeader, Unavailable
 
-__all__ = ["Committer", "LogWriter", "new_id", "wall_clock_ms"]
+__all__ = ["Committer", "LogWriter", "new_ids", "wall_clock_ms"]
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def new_id() -> str:
-    """A fresh message or lock id: 96 random bits, hex."""
-    return secrets.token_hex(12)
+def new_ids(count: int) -> list[str]:
+    """``count`` fresh message or lock ids (96 random bits, hex), from one read
+    of the system's random source."""
+    digits = secrets.token_hex(12 * count)
+    return [digits[i : i + 24] for i in range(0, 24 * count, 24)]
 
 
 class LogWriter(Protocol):

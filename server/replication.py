@@ -141,9 +141,18 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
             logCompactionMinTime=settings.compaction_seconds,
             commandsWaitLeader=False,
             onStateChanged=on_state_changed,
+            # Our own tick loop (below) instead of PySyncObj's; unbatched appends
+            # wake the loop when a command is proposed and send it to followers at once.
+            autoTick=False,
+            appendEntriesUseBatch=False,
         )
+        self._tick_period = settings.tick_period
+        self._submitted = 0  # batches proposed; the tick loop compares it to what it has seen
+        self._stopping = threading.Event()
         with installed(self.journal):
             super().__init__(self_address, peers, conf)
+        self._ticker = threading.Thread(target=self._tick_loop, name="kokaq-raft", daemon=True)
+        self._ticker.start()
 
     # -- the replicated state machine --------------------------------------------------
 
@@ -154,7 +163,34 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
 
     def submit(self, payload: bytes, callback: Callable[[Any, int], None]) -> None:
         """Propose a batch; ``callback(results, fail_reason)`` runs in the Raft thread."""
+        self._submitted += 1
         self.apply(payload, callback=callback)
+
+    # -- the Raft thread ----------------------------------------------------------------------
+
+    def _tick_loop(self) -> None:
+        """PySyncObj's tick appends proposed commands at its end, then sleeps a tick
+        period before it looks at the commit index again. When something was
+        proposed, tick twice at once instead: the first tick appends (and sends to
+        followers), the second commits and applies it when a quorum already has it,
+        as a single node always does. That saves a tick period per write."""
+        seen = 0
+        while not self._stopping.is_set():
+            try:
+                self.doTick(self._tick_period)
+                if self._submitted != seen:
+                    seen = self._submitted
+                    self.doTick(0.0)
+                    self.doTick(0.0)
+            except Exception:  # as PySyncObj's own loop: log, pause, go on
+                log.exception("raft tick failed")
+                self._stopping.wait(self._tick_period)
+
+    def destroy_synchronous(self) -> None:
+        """Stop the tick loop, then close the transport and the journal."""
+        self._stopping.set()
+        self._ticker.join()
+        self.destroy()
 
     # -- snapshots (log compaction) ------------------------------------------------------
 

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from kokaq.core import InvalidArgument, KokaqError
 from kokaq.protocol.errors import ERROR_TRAILER, error_detail, status_for
 from kokaq.server.auth import Authenticator
-from kokaq.server.committer import new_id
+from kokaq.server.committer import new_ids
 from kokaq.server.operations import OPERATIONS, Operation, ids_needed
 
 __all__ = ["Executor", "abort_with", "generic_handlers"]
@@ -54,7 +54,7 @@ def _handler(
             presented = auth.key_of(context.invocation_metadata() or ())
             auth.check(presented, operation.roles, operation.namespace(request))
             if operation.write:
-                ids = [new_id() for _ in range(ids_needed(name, request))]
+                ids = new_ids(ids_needed(name, request))
                 result = await executor.write(name, raw, ids)
             else:
                 result = await executor.read(name, request)
