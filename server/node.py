@@ -71,6 +71,7 @@ class ReplicatedExecutor:
     def __init__(self, raft: ReplicatedEngine, committer: Committer) -> None:
         self._raft = raft
         self._committer = committer
+        self._reads_term: int | None = None  # the term whose barrier write has applied
 
     async def write(self, name: str, request: bytes, ids: list[str]) -> Any:
         return await self._committer.write(name, request, ids)
@@ -78,6 +79,13 @@ class ReplicatedExecutor:
     async def read(self, name: str, request: Any) -> Any:
         if not self._raft.is_leader():
             raise NotLeader(self._raft.leader_address())
+        term = self._raft.term()
+        if self._reads_term != term:
+            # Raft's rule for leader reads: a new leader (or a restarted node)
+            # may not yet have applied what earlier terms committed. One write
+            # of its own term, applied, proves it has.
+            await self._committer.write(TICK, b"", [])
+            self._reads_term = term
         with self._raft.lock:
             return OPERATIONS[name].run(self._raft.engine, request, wall_clock_ms(), ())
 

@@ -224,3 +224,8 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
 
     def is_leader(self) -> bool:
         return bool(self._isLeader())
+
+    def term(self) -> int:
+        """The current Raft term (PySyncObj 0.3.17's private field: getStatus()
+        builds a whole dictionary, too slow to ask on every read)."""
+        return int(self._SyncObj__raftCurrentTerm)
