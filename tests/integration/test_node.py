@@ -60,7 +60,8 @@ def test_sigterm_exits_zero_and_restart_keeps_everything(tmp_path: Path) -> None
     node = NodeProcess(str(tmp_path)).start()
     client = Client(node.grpc)
     client.create_namespace("n")
-    client.create_queue("n", "q", QueueConfig(visibility_timeout_ms=1_000))
+    # Long enough to outlast a restart on a slow machine, short enough to wait out.
+    client.create_queue("n", "q", QueueConfig(visibility_timeout_ms=5_000))
     q = client.queue("n", "q")
     ids = [r.message_id for r in q.enqueue_many([b"a", b"b", b"c"])]
     (leased,) = q.dequeue()
@@ -75,8 +76,8 @@ def test_sigterm_exits_zero_and_restart_keeps_everything(tmp_path: Path) -> None
         client = Client(node.grpc)
         q = client.queue("n", "q")
         assert q.get(leased.id).state is MessageState.LEASED
-        # The lease (1 s) runs out across the restart; the message comes back.
-        wait_until(lambda: q.get(leased.id).state is MessageState.READY, timeout=10)
+        # The lease runs out after the restart; the message comes back.
+        wait_until(lambda: q.get(leased.id).state is MessageState.READY, timeout=15)
         got = sorted(m.id for m in q.dequeue(10))
         assert got == sorted(ids)
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from typing import Any
@@ -18,6 +17,7 @@ from kokaq.core import (
     QueueConfig,
     QueueNotFound,
 )
+from tests.integration.test_sdk import fresh
 
 
 class CountingTransport(InProcessTransport):
@@ -41,13 +41,6 @@ def sync_client(request: pytest.FixtureRequest) -> Iterator[Client]:
         c = Client(transport=InProcessTransport())
     yield c
     c.close()
-
-
-def fresh(client: Client, config: QueueConfig | None = None) -> tuple[str, str]:
-    namespace = f"ns-{uuid.uuid4().hex[:8]}"
-    client.create_namespace(namespace)
-    client.create_queue(namespace, "q", config)
-    return namespace, "q"
 
 
 def test_every_message_is_acknowledged_once(sync_client: Client) -> None:
