@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -35,7 +35,15 @@ from kokaq.protocol import convert as cv
 from kokaq.protocol.errors import error_from_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
-__all__ = ["Call", "auto_dedup_key", "make_spec", "queue_weights", "spec_message"]
+__all__ = [
+    "Call",
+    "LockHolder",
+    "LockKey",
+    "auto_dedup_key",
+    "make_spec",
+    "queue_weights",
+    "spec_message",
+]
 
 _T = TypeVar("_T")
 
@@ -193,13 +201,35 @@ def peek(namespace: str, queue: str, count: int) -> Call[list[MessageView]]:
     return Call("Peek", request, lambda r: [cv.message_from_proto(m) for m in r.messages])
 
 
-def _lock(view: MessageView) -> pb.LockRef:
+class LockHolder(Protocol):
+    """What settling a lease needs: a ``MessageView`` from dequeue, or a ``LockKey``."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def lock_id(self) -> str | None: ...
+
+
+class LockKey(NamedTuple):
+    """A lease named by hand (the CLI's ``kokaq ack QUEUE ID LOCK``)."""
+
+    namespace: str
+    queue: str
+    id: str
+    lock_id: str
+
+
+def _lock(view: LockHolder) -> pb.LockRef:
     return pb.LockRef(
         namespace=view.namespace, queue=view.queue, message_id=view.id, lock_id=view.lock_id or ""
     )
 
 
-def ack(view: MessageView) -> Call[None]:
+def ack(view: LockHolder) -> Call[None]:
     return Call("Ack", _lock(view), _none)
 
 
@@ -219,7 +249,7 @@ def ack_batch(
 
 
 def nack(
-    view: MessageView,
+    view: LockHolder,
     reason: FailureReason,
     error: str | None,
     delay_ms: int | None,
@@ -241,20 +271,20 @@ def nack(
     )
 
 
-def extend(view: MessageView, add_ms: int) -> Call[int]:
+def extend(view: LockHolder, add_ms: int) -> Call[int]:
     return Call("Extend", pb.ExtendRequest(lock=_lock(view), add_ms=add_ms), _deadline)
 
 
-def refresh(view: MessageView) -> Call[int]:
+def refresh(view: LockHolder) -> Call[int]:
     return Call("Refresh", _lock(view), _deadline)
 
 
-def set_visibility_timeout(view: MessageView, timeout_ms: int) -> Call[int]:
+def set_visibility_timeout(view: LockHolder, timeout_ms: int) -> Call[int]:
     request = pb.SetVisibilityTimeoutRequest(lock=_lock(view), timeout_ms=timeout_ms)
     return Call("SetVisibilityTimeout", request, _deadline)
 
 
-def release(view: MessageView, delay_ms: int | None, visible_at: int | None) -> Call[int]:
+def release(view: LockHolder, delay_ms: int | None, visible_at: int | None) -> Call[int]:
     request = pb.ReleaseRequest(lock=_lock(view), delay_ms=delay_ms, visible_at=visible_at)
     return Call("Release", request, lambda r: int(r.visible_at))
 
@@ -283,13 +313,15 @@ def reprioritize(
 
 
 def list_dead(namespace: str, queue: str, limit: int, after: int | None) -> Call[DeadPage]:
-    request = pb.ListDeadRequest(namespace=namespace, queue=queue, limit=limit, after=after)
+    request = pb.ListDeadRequest(
+        namespace=namespace, queue=queue, limit=limit, after=None if after is None else str(after)
+    )
     return Call(
         "ListDead",
         request,
         lambda r: DeadPage(
             [cv.message_from_proto(m) for m in r.messages],
-            r.next_cursor if r.HasField("next_cursor") else None,
+            int(r.next_cursor) if r.HasField("next_cursor") else None,
         ),
     )
 

@@ -1,19 +1,79 @@
-"""The ``kokaq`` command. Exit codes: 0 ok, 1 error, 2 usage."""
+"""The ``kokaq`` command.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 unauthenticated or
+forbidden, 5 unavailable (no node reachable, or no leader). Errors print as
+``Error: <message>`` on stderr; ``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import sys
+from importlib import metadata
+from typing import Any
 
 import click
 
-from kokaq.core import KokaqError
+from kokaq.core import (
+    InvalidArgument,
+    KokaqError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 
-__all__ = ["main"]
+__all__ = ["EXIT_CODES", "cli", "exit_code", "main"]
+
+EXIT_CODES: list[tuple[type[KokaqError], int]] = [
+    (NotFound, 3),
+    (Unauthenticated, 4),
+    (PermissionDenied, 4),
+    (Unavailable, 5),
+]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
-    """kokaq: a distributed priority queue and job queue."""
+def exit_code(error: KokaqError) -> int:
+    return next((code for kind, code in EXIT_CODES if isinstance(error, kind)), 1)
+
+
+def error_line(error: KokaqError) -> str:
+    if isinstance(error, InvalidArgument) and error.field:
+        return f"Error: {error.field}: {error.reason}"
+    return f"Error: {error.message}"
+
+
+class _Commands(click.Group):
+    """Catches every KokaqError once, at the top."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KokaqError as error:
+            if ctx.meta.get("kokaq.debug"):
+                raise
+            click.echo(error_line(error), err=True)
+            ctx.exit(exit_code(error))
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """kokaq: a distributed priority queue and job queue.
+
+    \b
+    Client commands take --server, --api-key, --namespace and --json
+    (or KOKAQ_SERVER, KOKAQ_API_KEY, KOKAQ_NAMESPACE).
+    Exit codes: 0 ok, 1 error, 2 usage, 3 not found,
+    4 unauthenticated or forbidden, 5 unavailable.
+    """
+    ctx.meta["kokaq.debug"] = debug
+
+
+@cli.command(epilog="Example: kokaq version")
+def version() -> None:
+    """Print kokaq's version."""
+    click.echo(f"kokaq {metadata.version('kokaq')}")
 
 
 @cli.command()
@@ -108,6 +168,17 @@ def server(
     except KokaqError as error:
         click.echo(f"Error: {error.message}", err=True)
         sys.exit(1)
+
+
+def _register() -> None:
+    from kokaq.repl.admin import namespace, queue  # noqa: PLC0415
+    from kokaq.repl.messages import COMMANDS  # noqa: PLC0415
+
+    for command in [namespace, queue, *COMMANDS]:
+        cli.add_command(command)
+
+
+_register()
 
 
 def main() -> None:

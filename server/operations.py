@@ -228,13 +228,18 @@ def _update_queue(engine: Engine, r: pb.QueueRequest, now: int, ids: Sequence[st
 
 
 def _list_dead(engine: Engine, r: pb.ListDeadRequest, now: int, ids: Sequence[str]) -> Any:
-    after = r.after if r.HasField("after") else None
+    after = None
+    if r.HasField("after"):
+        if not r.after.isdigit():
+            raise InvalidArgument("after", "must be the next_cursor of a previous page")
+        after = int(r.after)
     return engine.list_dead(r.namespace, r.queue, limit=r.limit or 100, after=after)
 
 
 def _dead_page(page: Any) -> pb.ListDeadResponse:
     return pb.ListDeadResponse(
-        messages=[cv.message_to_proto(v) for v in page.messages], next_cursor=page.next_cursor
+        messages=[cv.message_to_proto(v) for v in page.messages],
+        next_cursor=None if page.next_cursor is None else str(page.next_cursor),
     )
 
 

@@ -1626,15 +1626,15 @@ class ListDeadRequest(_message.Message):
     queue: _builtins.str
     limit: _builtins.int
     """default 100"""
-    after: _builtins.int
-    """the cursor from the previous page"""
+    after: _builtins.str
+    """next_cursor of the previous page (opaque)"""
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         queue: _builtins.str = ...,
         limit: _builtins.int = ...,
-        after: _builtins.int | None = ...,
+        after: _builtins.str | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_after", b"_after", "after", b"after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1652,14 +1652,15 @@ class ListDeadResponse(_message.Message):
 
     MESSAGES_FIELD_NUMBER: _builtins.int
     NEXT_CURSOR_FIELD_NUMBER: _builtins.int
-    next_cursor: _builtins.int
+    next_cursor: _builtins.str
+    """absent on the last page"""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]: ...
     def __init__(
         self,
         *,
         messages: _abc.Iterable[Global___Message] | None = ...,
-        next_cursor: _builtins.int | None = ...,
+        next_cursor: _builtins.str | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_next_cursor", b"_next_cursor", "next_cursor", b"next_cursor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

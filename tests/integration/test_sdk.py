@@ -159,3 +159,20 @@ def test_bad_input_is_named_and_changes_nothing(client: Client) -> None:
         client.run(calls.ack(job.message._replace(lock_id="bad lock!")))
     assert caught.value.field == "lock_id"
     assert q.stats().leased == 1
+
+
+def test_dead_letter_pages_cross_the_wire(client: Client) -> None:
+    """DLQ cursors are 128-bit: they travel as opaque strings."""
+    namespace, queue = fresh(client, QueueConfig(max_deliveries=1))
+    q = client.queue(namespace, queue)
+    ids = {r.message_id for r in q.enqueue_many([b"a", b"b", b"c"])}
+    for job in q.dequeue(3):
+        job.nack("failed")
+    first = q.list_dead(limit=2)
+    assert len(first.messages) == 2 and first.next_cursor is not None
+    rest = q.list_dead(limit=2, after=first.next_cursor)
+    assert len(rest.messages) == 1 and rest.next_cursor is None
+    assert {m.id for m in first.messages + rest.messages} == ids
+    with pytest.raises(InvalidArgument) as caught:
+        q.list_dead(after=-1)
+    assert caught.value.field == "after"

@@ -1,0 +1,211 @@
+"""The ``kokaq`` command against a real node: good input, bad input, exit codes,
+human and --json output."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from kokaq.repl import session as session_module
+from kokaq.repl.cli import cli
+from tests.integration.nodes import NodeProcess
+
+
+class Kokaq:
+    """Runs ``kokaq …`` in process against one node and namespace."""
+
+    def __init__(self, node: NodeProcess, namespace: str) -> None:
+        self.env = {"KOKAQ_SERVER": node.grpc, "KOKAQ_NAMESPACE": namespace}
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, code: int = 0, stdin: str | None = None) -> Result:
+        result = self.runner.invoke(cli, list(args), env=self.env, input=stdin)
+        assert result.exit_code == code, (result.output, result.exception)
+        if code in (1, 3, 4, 5):
+            assert result.stderr.startswith("Error: "), result.stderr
+            assert "Traceback" not in result.output
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json").stdout)
+
+
+@pytest.fixture
+def kokaq(node: NodeProcess) -> Kokaq:
+    namespace = f"cli-{uuid.uuid4().hex[:8]}"
+    run = Kokaq(node, namespace)
+    run("namespace", "create", namespace, "--description", "from the cli")
+    return run
+
+
+def ns(kokaq: Kokaq) -> str:
+    return kokaq.env["KOKAQ_NAMESPACE"]
+
+
+def test_namespaces(kokaq: Kokaq) -> None:
+    name = ns(kokaq)
+    assert kokaq.json("namespace", "get", name)["config"] == {
+        "description": "from the cli",
+        "max_queues": None,
+    }
+    listed = kokaq("namespace", "list").stdout
+    header, *rows = listed.splitlines()
+    assert header.split() == ["NAME", "QUEUES", "MAX_QUEUES", "CREATED", "DESCRIPTION"]
+    assert any(row.split()[0] == name for row in rows)
+    assert kokaq.json("namespace", "update", name, "--max-queues", "3")["config"]["max_queues"] == 3
+    kokaq("namespace", "create", name, code=1)  # exists
+    kokaq("namespace", "get", "no-such-ns", code=3)
+    bad = kokaq("namespace", "create", "bad name!", code=1)
+    assert bad.stderr.startswith("Error: namespace: ")
+    kokaq("queue", "create", "q")
+    kokaq("namespace", "delete", name, code=1)  # not empty
+    assert kokaq.json("namespace", "delete", name, "--force") == {"deleted": name}
+    kokaq("namespace", "get", name, code=3)
+
+
+def test_queues(kokaq: Kokaq, tmp_path: Path) -> None:
+    created = kokaq.json("queue", "create", "orders", "--visibility", "2m", "--max-deliveries", "4")
+    assert created["config"]["visibility_timeout_ms"] == 120_000
+    assert created["config"]["max_deliveries"] == 4
+    settings = tmp_path / "q.json"
+    settings.write_text(json.dumps({"dedup_window_ms": 0, "max_deliveries": 9}))
+    updated = kokaq.json("queue", "update", "orders", "--config", f"@{settings}", "--ttl", "1h")
+    assert updated["config"]["max_deliveries"] == 9  # from the file
+    assert updated["config"]["default_ttl_ms"] == 3_600_000
+    assert updated["config"]["visibility_timeout_ms"] == 120_000  # kept
+    _, row = kokaq("queue", "list").stdout.splitlines()
+    assert row.split() == ["orders", "0", "0", "0", "0", "2m", "9"]
+    assert "visibility_timeout_ms: 120000" in kokaq("queue", "get", "orders").stdout
+    kokaq("enqueue", "orders", "x")
+    assert kokaq.json("queue", "stats", "orders")["ready"] == 1
+    lines = kokaq("queue", "stats", "orders").stdout.splitlines()
+    assert ["total", "enqueued", "1"] in [line.split() for line in lines]
+    assert kokaq.json("queue", "purge", "orders") == {"purged": 1}
+    # Bad settings name the field; usage errors exit 2; nothing changes.
+    bad = kokaq("queue", "update", "orders", "--visibility", "0s", code=1)
+    assert bad.stderr.startswith("Error: visibility_timeout_ms: ")
+    bad = kokaq("queue", "update", "orders", "--config", '{"nope": 1}', code=1)
+    assert bad.stderr.startswith("Error: nope: ")
+    kokaq("queue", "update", "orders", "--config", "[1]", code=2)
+    kokaq("queue", "update", "orders", "--config", "{", code=2)
+    kokaq("queue", "create", "q2", "--visibility", "soon", code=2)
+    assert kokaq.json("queue", "get", "orders")["config"]["max_deliveries"] == 9
+    kokaq("queue", "get", "missing", code=3)
+    kokaq("queue", "delete", "orders")
+    kokaq("queue", "delete", "orders", code=3)
+
+
+def test_message_lifecycle(kokaq: Kokaq, tmp_path: Path) -> None:
+    kokaq("queue", "create", "jobs", "--max-priority", "100", "--max-deliveries", "2")
+    first = kokaq.json("enqueue", "jobs", '{"id": 1}', "-p", "5", "--header", "type=email")
+    assert first["state"] == "ready" and first["duplicate"] is False
+    payload_file = tmp_path / "p.bin"
+    payload_file.write_bytes(b"\xff\x00binary")
+    kokaq("enqueue", "jobs", "--file", str(payload_file), "-p", "3")
+    kokaq("enqueue", "jobs", "-p", "9", "--dedup-key", "k1", stdin="from stdin")
+    again = kokaq.json("enqueue", "jobs", "other", "--dedup-key", "k1")
+    assert again["duplicate"] is True
+    delayed = kokaq.json("enqueue", "jobs", "later", "--delay", "1h", "--ttl", "2h")
+    assert delayed["state"] == "delayed"
+
+    peeked = kokaq.json("peek", "jobs", "--count", "5")
+    assert [m["priority"] for m in peeked] == [9, 5, 3]
+    assert peeked[0]["payload"] == "from stdin"
+    assert peeked[2]["payload"] == {"base64": "/wBiaW5hcnk="}
+    table = kokaq("peek", "jobs", "-c", "5").stdout.splitlines()
+    assert table[0].split() == ["ID", "STATE", "PRIORITY", "DELIVERIES", "CREATED", "PAYLOAD"]
+    assert "<8 bytes>" in table[3]
+
+    (job,) = kokaq.json("dequeue", "jobs", "--visibility", "30s")
+    assert job["payload"] == "from stdin" and job["state"] == "leased"
+    lock = [job["id"], job["lock_id"]]
+    extended = kokaq.json("extend", "jobs", *lock, "--by", "1m")
+    assert extended["lock_deadline"] > job["lock_deadline"]
+    assert kokaq.json("release", "jobs", *lock)["visible_at"] > 0
+    kokaq("ack", "jobs", *lock, code=1)  # the lease is gone
+
+    (job,) = kokaq.json("dequeue", "jobs")
+    lock = [job["id"], job["lock_id"]]
+    nacked = kokaq.json("nack", "jobs", *lock, "--error", "smtp down", "--delay", "0s")
+    assert nacked["outcome"] == "requeued"
+    (job,) = kokaq.json("dequeue", "jobs")
+    assert job["deliveries"] == 3 - 1 and job["last_error"] == "smtp down"
+    assert "ack" not in kokaq("ack", "jobs", job["id"], job["lock_id"]).stderr
+    got = kokaq("get", "jobs", job["id"]).stdout
+    assert "state: succeeded" in got and "last_error: smtp down" in got
+
+    leased = kokaq("dequeue", "jobs", "--count", "5").stdout.splitlines()
+    assert leased[0].split()[4:6] == ["LOCK_ID", "LOCK_DEADLINE"] and len(leased) == 3
+    assert kokaq.json("dequeue", "jobs", "--ack") == []  # nothing left ready
+
+    # Bad input: named, exit codes, nothing changes.
+    bad = kokaq("enqueue", "jobs", "x", "-p", "500", code=1)
+    assert bad.stderr.startswith("Error: priority: ")
+    kokaq("enqueue", "jobs", "x", "-p", "-1", code=1)
+    kokaq("enqueue", "jobs", "x", "--header", "novalue", code=2)
+    kokaq("enqueue", "jobs", "x", "--file", str(payload_file), code=2)
+    kokaq("enqueue", "nowhere", "x", code=3)
+    kokaq("dequeue", "jobs", "--count", "0", code=2)
+    kokaq("peek", "jobs", "--count", "1001", code=2)
+    kokaq("ack", "jobs", "no-such-id", "lock", code=3)
+    kokaq("extend", "jobs", job["id"], "lock", code=2)  # --by is required
+    kokaq("get", "jobs", "no-such-id", code=3)
+    assert kokaq.json("queue", "stats", "jobs")["leased"] == 2
+
+
+def test_reprioritize_and_dead_letters(kokaq: Kokaq) -> None:
+    kokaq("queue", "create", "mail", "--max-deliveries", "1")
+    ids = [kokaq.json("enqueue", "mail", f"m{i}", "-p", str(i))["message_id"] for i in range(3)]
+    assert kokaq.json("reprioritize", "mail", "50", "--id", ids[0]) == {"count": 1}
+    assert kokaq.json("peek", "mail")[0]["id"] == ids[0]
+    moved = kokaq("reprioritize", "mail", "7", "--min-priority", "1", "--max-priority", "2")
+    assert moved.stdout.strip() == "reprioritized 2 messages"
+    kokaq("reprioritize", "mail", "1", "--state", "leased", code=2)
+
+    for _ in range(3):
+        (job,) = kokaq.json("dequeue", "mail")
+        kokaq("nack", "mail", job["id"], job["lock_id"], "--error", "bounced")
+    page = kokaq.json("dlq", "list", "mail", "--limit", "2")
+    assert len(page["messages"]) == 2 and page["next_cursor"] is not None
+    rest = kokaq.json("dlq", "list", "mail", "--after", str(page["next_cursor"]))
+    assert len(rest["messages"]) == 1 and rest["next_cursor"] is None
+    listed = kokaq("dlq", "list", "mail").stdout.splitlines()
+    assert listed[0].split() == ["ID", "DELIVERIES", "REASON", "LAST_ERROR"] and len(listed) == 4
+    first = page["messages"][0]["id"]
+    assert kokaq.json("dlq", "redrive", "mail", first) == {"count": 1}
+    assert kokaq.json("dlq", "purge", "mail") == {"count": 2}
+    assert kokaq.json("queue", "stats", "mail")["ready"] == 1
+    kokaq("dlq", "list", "nowhere", code=3)
+
+
+def test_auth_and_unreachable_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keyed = NodeProcess(
+        str(tmp_path / "keyed"), env={"KOKAQ_API_KEYS": "admin-key-1:admin,reader-key:consumer"}
+    ).start()
+    try:
+        run = Kokaq(keyed, "default")
+        run("namespace", "list", code=4)  # no key
+        run("namespace", "list", "--api-key", "wrong-key-123", code=4)
+        run("namespace", "create", "default", "--api-key", "admin-key-1")
+        run("namespace", "create", "other", "--api-key", "reader-key", code=4)
+        run.env["KOKAQ_API_KEY"] = "admin-key-1"
+        assert run.json("namespace", "list")[0]["name"] == "default"
+    finally:
+        keyed.kill()
+    monkeypatch.setattr(session_module, "RETRY_SECONDS", 0.3)
+    down = run("namespace", "list", code=5)
+    assert "Error: " in down.stderr
+
+
+def test_version_and_help() -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["version"]).stdout.startswith("kokaq ")
+    for command in (["enqueue"], ["queue", "create"], ["dlq", "list"], ["nack"]):
+        text = runner.invoke(cli, [*command, "--help"]).stdout
+        assert "--server" in text and "--json" in text and "Example" in text
+    assert runner.invoke(cli, ["no-such-command"]).exit_code == 2
