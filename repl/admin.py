@@ -189,11 +189,11 @@ def queue_create(
 
 
 @queue.command("get", epilog="Example: kokaq queue get orders --json")
-@click.argument("name")
+@click.argument("queue")
 @client_command
-def queue_get(session: Session, name: str) -> None:
+def queue_get(session: Session, queue: str) -> None:
     """Show one queue: its counts and settings."""
-    info = session.client.get_queue(session.namespace, name)
+    info = session.client.get_queue(session.namespace, queue)
 
     def human() -> None:
         _show_queues(session, [info])
@@ -238,20 +238,20 @@ def queue_delete(session: Session, name: str, force: bool) -> None:
 
 
 @queue.command("purge", epilog="Example: kokaq queue purge orders")
-@click.argument("name")
+@click.argument("queue")
 @client_command
-def queue_purge(session: Session, name: str) -> None:
+def queue_purge(session: Session, queue: str) -> None:
     """Drop every message of a queue (its settings stay)."""
-    count = session.queue(name).purge()
+    count = session.queue(queue).purge()
     emit(session, {"purged": count}, lambda: click.echo(f"purged {count} messages"))
 
 
 @queue.command("stats", epilog="Example: kokaq queue stats orders")
-@click.argument("name")
+@click.argument("queue")
 @client_command
-def queue_stats(session: Session, name: str) -> None:
+def queue_stats(session: Session, queue: str) -> None:
     """Counts by state, the oldest ready message's age, and lifetime totals."""
-    stats = session.queue(name).stats()
+    stats = session.queue(queue).stats()
 
     def human() -> None:
         rows = [

@@ -21,6 +21,7 @@ from kokaq.core import (
     Unauthenticated,
     Unavailable,
 )
+from kokaq.repl.session import Session, client_command
 
 __all__ = ["EXIT_CODES", "cli", "exit_code", "main"]
 
@@ -168,6 +169,20 @@ def server(
     except KokaqError as error:
         click.echo(f"Error: {error.message}", err=True)
         sys.exit(1)
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  kokaq repl
+  kokaq repl --server 10.0.0.5:9000 -n billing"""
+)
+@client_command
+def repl(session: Session) -> None:
+    """An interactive shell: every command, plus namespace use and queue use."""
+    from kokaq.repl.shell import Shell, open_history  # noqa: PLC0415
+
+    Shell(session, history=open_history()).run()
 
 
 def _register() -> None:

@@ -13,7 +13,7 @@ from kokaq.client import calls
 from kokaq.client.calls import LockKey
 from kokaq.core import FailureReason, Headers, MessageFilter, MessageState
 from kokaq.repl.params import DURATION, HEADER
-from kokaq.repl.render import emit, message_rows, readable_time, table
+from kokaq.repl.render import emit, message_rows, pretty_payload, readable_time, table
 from kokaq.repl.session import Session, client_command
 
 __all__ = ["COMMANDS", "dlq"]
@@ -108,10 +108,12 @@ def dequeue(
     q = session.queue(queue)
     leased = q.dequeue(count, visibility_timeout_ms=visibility)
     messages = [job.message for job in leased]
+    session.last_leased = messages
     if ack_now and leased:
         errors = [e for e in q.ack_many(leased) if e is not None]
         if errors:
             raise errors[0]
+        messages = [m._replace(state=MessageState.SUCCEEDED) for m in messages]
     emit(session, messages, lambda: message_rows(messages, with_lock=not ack_now))
 
 
@@ -151,17 +153,10 @@ def _field_text(key: str, value: Any) -> Any:
     if key in ("created_at", "updated_at", "visible_at", "expires_at", "lock_deadline"):
         return readable_time(value)
     if key == "payload":
-        return _text(value)
+        return pretty_payload(value)
     if isinstance(value, FailureReason | MessageState):
         return value.value
     return value
-
-
-def _text(payload: bytes) -> str:
-    try:
-        return payload.decode()
-    except UnicodeDecodeError:
-        return f"<{len(payload)} bytes, not UTF-8>"
 
 
 def _lease(session: Session, queue: str, message_id: str, lock_id: str) -> LockKey:

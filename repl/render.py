@@ -16,7 +16,15 @@ import click
 from kokaq.core import MessageView
 from kokaq.repl.session import Session
 
-__all__ = ["emit", "jsonable", "message_rows", "readable_ms", "readable_time", "table"]
+__all__ = [
+    "emit",
+    "jsonable",
+    "message_rows",
+    "pretty_payload",
+    "readable_ms",
+    "readable_time",
+    "table",
+]
 
 
 def jsonable(value: Any) -> Any:
@@ -96,6 +104,18 @@ def readable_ms(ms: int | None) -> str:
         return f"{minutes}m{rest}s" if rest else f"{minutes}m"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+
+
+def pretty_payload(payload: bytes) -> str:
+    """A payload for reading: JSON indented, other text as is, binary as its size."""
+    try:
+        return json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
+    except ValueError:
+        pass
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        return f"<{len(payload)} bytes, not UTF-8>"
 
 
 def _preview(payload: bytes, width: int = 40) -> str:

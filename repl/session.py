@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from kokaq.client import Client, Queue, RetryPolicy
+from kokaq.core import MessageView
 
 __all__ = ["Session", "client_command"]
 
@@ -31,6 +32,7 @@ class Session:
     namespace: str = "default"
     as_json: bool = False
     queue_in_use: str | None = None  # the REPL's `queue use`
+    last_leased: list[MessageView] = field(default_factory=list)  # for the REPL's $ID, $LOCK
     _client: Client | None = field(default=None, repr=False)
 
     @property
