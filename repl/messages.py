@@ -19,6 +19,16 @@ from kokaq.repl.session import Session, client_command
 __all__ = ["COMMANDS", "dlq"]
 
 
+_COUNT = click.option(
+    "--count",
+    "-c",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="At most this many.",
+)
+
+
 def _payload(payload: str | None, file: click.File | None) -> bytes:
     if file is not None:
         if payload is not None:
@@ -90,14 +100,7 @@ Examples:
   kokaq dequeue orders --ack          # take and acknowledge at once"""
 )
 @click.argument("queue")
-@click.option(
-    "--count",
-    "-c",
-    type=click.IntRange(1, 1000),
-    default=1,
-    show_default=True,
-    help="At most this many.",
-)
+@_COUNT
 @click.option("--visibility", type=DURATION, help="Lease length (default: the queue's).")
 @click.option("--ack", "ack_now", is_flag=True, help="Acknowledge what was leased at once.")
 @client_command
@@ -119,14 +122,7 @@ def dequeue(
 
 @click.command(epilog="Example: kokaq peek orders --count 5")
 @click.argument("queue")
-@click.option(
-    "--count",
-    "-c",
-    type=click.IntRange(1, 1000),
-    default=1,
-    show_default=True,
-    help="At most this many.",
-)
+@_COUNT
 @client_command
 def peek(session: Session, queue: str, count: int) -> None:
     """Show the next messages without leasing them."""

@@ -1189,7 +1189,7 @@ class NackResponse(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     VISIBLE_AT_FIELD_NUMBER: _builtins.int
     outcome: _builtins.str
-    """"retry", "dead" or "dropped" """
+    """"requeued", "delayed", "dead_lettered", "dropped" or "expired" """
     visible_at: _builtins.int
     def __init__(
         self,
