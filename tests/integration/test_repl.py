@@ -35,10 +35,10 @@ from tests.integration.nodes import NodeProcess, start_node
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 _ESCAPES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 _MASKS = [
+    (re.compile(r"sdk-[0-9a-f]{24}-[0-9a-f]+"), "<dedup-key>"),
     (re.compile(r"\b[0-9a-f]{24}\b"), "<id>"),
     (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ"), "<time>"),
     (re.compile(r"oldest ready: \S+ ago"), "oldest ready: <age> ago"),
-    (re.compile(r"sdk-[0-9a-f]{32}"), "<dedup-key>"),
 ]
 
 
