@@ -74,8 +74,12 @@ class _Rotation:
         self.current = 0
 
     def failed(self, error: KokaqError) -> None:
+        """Go to the leader the error names (learning its address if it is new),
+        else to the next address."""
         hint = error.leader_hint if isinstance(error, NotLeader) else None
-        if hint in self.addresses:
+        if hint:
+            if hint not in self.addresses:
+                self.addresses.append(hint)
             self.current = self.addresses.index(hint)
         else:
             self.current = (self.current + 1) % len(self.addresses)

@@ -78,7 +78,7 @@ class ReplicatedExecutor:
 
     async def read(self, name: str, request: Any) -> Any:
         if not self._raft.is_leader():
-            raise NotLeader(self._raft.leader_address())
+            raise NotLeader(self._raft.leader_hint())
         term = self._raft.term()
         if self._reads_term != term:
             # Raft's rule for leader reads: a new leader (or a restarted node)
@@ -124,7 +124,7 @@ class _Node:
             settings=options.raft,
             on_snapshot=snapshot_installed,
         )
-        committer = Committer(raft, timeout=options.commit_timeout)
+        committer = Committer(raft, timeout=options.commit_timeout, leader_hint=raft.leader_hint)
         committer_box.append(committer)
         auth = Authenticator(options.api_keys)
 
@@ -163,6 +163,7 @@ class _Node:
             flush=True,
         )
         background = [
+            asyncio.create_task(self._announce(raft, raft_address, grpc_address)),
             asyncio.create_task(self._tick(raft, committer)),
             asyncio.create_task(self._expire(committer)),
         ]
@@ -191,6 +192,15 @@ class _Node:
             if due is not None and due <= wall_clock_ms():
                 with contextlib.suppress(KokaqError):
                     await committer.write(TICK, b"", [])
+
+    async def _announce(self, raft: ReplicatedEngine, raft_address: str, grpc_address: str) -> None:
+        """Until the replicated map has it, tell the group this member's gRPC address."""
+        while True:
+            if raft.leader_address() is not None:
+                if raft.grpc_addresses.get(raft_address) == grpc_address:
+                    return
+                raft.announce(raft_address, grpc_address)
+            await asyncio.sleep(0.5)
 
     async def _expire(self, committer: Committer) -> None:
         while True:
@@ -224,6 +234,7 @@ def _cluster_handler(
             node=str(s["self"].id),
             role=_ROLE_NAMES.get(s["state"], str(s["state"])),
             leader=None if leader is None else str(leader.id),
+            leader_grpc=None if leader is None else raft.grpc_addresses.get(str(leader.id)),
             term=s["raft_term"],
             members=members,
             commit_index=s["commit_idx"],

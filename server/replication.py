@@ -38,12 +38,15 @@ from kokaq.core import Engine, KokaqError
 from kokaq.server.journal import DurableJournal, Entry, installed, write_durably
 from kokaq.server.operations import OPERATIONS
 
-__all__ = ["TICK", "RaftSettings", "ReplicatedEngine", "apply_batch", "read_dump_point"]
+__all__ = ["ANNOUNCE", "TICK", "RaftSettings", "ReplicatedEngine", "apply_batch", "read_dump_point"]
 
 log = logging.getLogger("kokaq.server.replication")
 
 #: The internal operation that applies due transitions (not an RPC).
 TICK = "Tick"
+#: The internal operation by which a member tells the others its gRPC address
+#: (request: "raft_address grpc_address"), so NotLeader can name where to go.
+ANNOUNCE = "Announce"
 _DUMP_FORMAT = 1
 
 
@@ -60,8 +63,11 @@ class RaftSettings:
     compaction_seconds: float = 300.0
 
 
-def apply_batch(engine: Engine, payload: bytes) -> list[Any]:
-    """Run every operation of a batch; one result (or KokaqError) each. Never raises."""
+def apply_batch(
+    engine: Engine, payload: bytes, grpc_addresses: dict[str, str] | None = None
+) -> list[Any]:
+    """Run every operation of a batch; one result (or KokaqError) each. Never raises.
+    ``grpc_addresses`` (raft address -> gRPC address) takes the announcements."""
     try:
         now, operations = msgpack.unpackb(payload)
     except Exception as error:  # a corrupt command must not stall the log
@@ -72,6 +78,12 @@ def apply_batch(engine: Engine, payload: bytes) -> list[Any]:
         try:
             if name == TICK:
                 results.append(engine.tick(now))
+                continue
+            if name == ANNOUNCE:
+                raft_address, grpc_address = bytes(request_bytes).decode().split(" ")
+                if grpc_addresses is not None:
+                    grpc_addresses[raft_address] = grpc_address
+                results.append(None)
                 continue
             operation = OPERATIONS[name]
             request = operation.request.FromString(request_bytes)
@@ -116,6 +128,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         settings = settings or RaftSettings()
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         self.engine = Engine()
+        self.grpc_addresses: dict[str, str] = {}  # replicated: raft address -> gRPC address
         self.lock = threading.Lock()
         self.on_snapshot = on_snapshot
         journal_path = os.path.join(data_dir, "raft.journal")
@@ -159,7 +172,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
     @replicated  # type: ignore[untyped-decorator]
     def apply(self, payload: bytes) -> list[Any]:
         with self.lock:
-            return apply_batch(self.engine, payload)
+            return apply_batch(self.engine, payload, self.grpc_addresses)
 
     def submit(self, payload: bytes, callback: Callable[[Any, int], None]) -> None:
         """Propose a batch; ``callback(results, fail_reason)`` runs in the Raft thread."""
@@ -198,7 +211,9 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         last, prev, cluster = point
         with self.lock:
             state = self.engine.snapshot()
+            grpc_addresses = dict(self.grpc_addresses)
         dump = {
+            "grpc_addresses": grpc_addresses,
             "format": _DUMP_FORMAT,
             "engine": state,
             "last": list(last),
@@ -212,6 +227,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
             dump = msgpack.unpackb(f.read())
         with self.lock:
             self.engine = Engine.restore(dump["engine"])
+            self.grpc_addresses = dict(dump.get("grpc_addresses", {}))
         if self.on_snapshot is not None:
             self.on_snapshot()
         return _entry(dump["last"]), _entry(dump["prev"]), list(dump["cluster"])
@@ -219,8 +235,21 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
     # -- status ------------------------------------------------------------------------------
 
     def leader_address(self) -> str | None:
+        """The leader's Raft address."""
         leader = self._getLeader()
         return None if leader is None else str(leader.id)
+
+    def leader_hint(self) -> str | None:
+        """Where clients should send writes: the leader's gRPC address, once it
+        has announced it (None before: a Raft address would mislead clients)."""
+        leader = self.leader_address()
+        return None if leader is None else self.grpc_addresses.get(leader)
+
+    def announce(self, raft_address: str, grpc_address: str) -> None:
+        """Propose (through the leader, from any member) this member's gRPC address."""
+        request = f"{raft_address} {grpc_address}".encode()
+        payload = msgpack.packb([0, [[ANNOUNCE, request, []]]])
+        self.submit(payload, lambda result, error: None)
 
     def is_leader(self) -> bool:
         return bool(self._isLeader())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,9 +17,16 @@ _READY = re.compile(r"kokaq node ready: grpc=(\S+) raft=(\S+)")
 
 
 class NodeProcess:
-    def __init__(self, data_dir: str, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        raft_listen: str = "127.0.0.1:0",
+    ) -> None:
         self.data_dir = data_dir
         self.args = args
+        self.raft_listen = raft_listen
         self.env = env
         self.output: list[str] = []
         self.process: subprocess.Popen[str] | None = None
@@ -30,7 +38,7 @@ class NodeProcess:
             sys.executable, "-m", "kokaq.server",
             "--data-dir", self.data_dir,
             "--grpc-listen", "127.0.0.1:0",
-            "--raft-listen", "127.0.0.1:0",
+            "--raft-listen", self.raft_listen,
             *self.args,
         ]  # fmt: skip
         self.output = []
@@ -84,3 +92,52 @@ def wait_until(predicate: object, timeout: float = 10.0, step: float = 0.02) -> 
 
 def start_node(data_dir: str, args: Sequence[str] = ()) -> NodeProcess:
     return NodeProcess(data_dir, *args).start()
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS calls free now (held together, so all different). Raft
+    members must know each other's ports before they start."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def start_cluster(
+    base_dir: str, size: int = 3, secret: str = "cluster-secret-1"
+) -> list[NodeProcess]:
+    """``size`` members on 127.0.0.1, started together (none is ready alone)."""
+    raft = [f"127.0.0.1:{port}" for port in free_ports(size)]
+    nodes = [
+        NodeProcess(
+            os.path.join(base_dir, f"node{i}"),
+            "--peers",
+            ",".join(a for a in raft if a != raft[i]),
+            "--cluster-secret",
+            secret,
+            raft_listen=raft[i],
+        )
+        for i in range(size)
+    ]
+    errors: list[BaseException] = []
+
+    def start(node: NodeProcess) -> None:
+        try:
+            node.start()
+        except BaseException as error:  # reported below, after every start ended
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        for node in nodes:
+            node.kill()
+        raise errors[0]
+    return nodes
