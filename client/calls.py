@@ -39,6 +39,8 @@ from kokaq.protocol.v1 import kokaq_pb2 as pb
 
 __all__ = [
     "Call",
+    "ClusterStatus",
+    "Member",
     "LockHolder",
     "LockKey",
     "auto_dedup_key",
@@ -351,6 +353,50 @@ def redrive(namespace: str, queue: str, message_ids: Sequence[str] | None) -> Ca
 def purge_dead(namespace: str, queue: str, message_ids: Sequence[str] | None) -> Call[int]:
     request = pb.DeadRequest(namespace=namespace, queue=queue, message_ids=message_ids or [])
     return Call("PurgeDead", request, _count)
+
+
+# -- the cluster ------------------------------------------------------------------------------
+
+
+class Member(NamedTuple):
+    address: str  # Raft address
+    connected: bool
+    match_index: int | None  # known on the leader only
+
+
+class ClusterStatus(NamedTuple):
+    """One node's view of its Raft group."""
+
+    node: str  # this node's Raft address
+    role: str  # "leader", "follower" or "candidate"
+    leader: str | None  # the leader's Raft address
+    leader_grpc: str | None  # where writes go
+    term: int
+    members: list[Member]  # the other members
+    commit_index: int
+    applied_index: int
+    has_quorum: bool
+
+
+def _cluster_status(r: Any) -> ClusterStatus:
+    return ClusterStatus(
+        node=r.node,
+        role=r.role,
+        leader=r.leader if r.HasField("leader") else None,
+        leader_grpc=r.leader_grpc if r.HasField("leader_grpc") else None,
+        term=r.term,
+        members=[
+            Member(m.address, m.connected, m.match_index if m.HasField("match_index") else None)
+            for m in r.members
+        ],
+        commit_index=r.commit_index,
+        applied_index=r.applied_index,
+        has_quorum=r.has_quorum,
+    )
+
+
+def cluster_status() -> Call[ClusterStatus]:
+    return Call("Status", pb.Empty(), _cluster_status)
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ import threading
 import time
 from typing import Any
 
+from kokaq.client.transport import CLUSTER_STATUS
 from kokaq.core import Engine
+from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.committer import new_ids
 from kokaq.server.operations import OPERATIONS, ids_needed
 
@@ -26,6 +28,9 @@ class InProcessTransport:
         self._lock = threading.Lock()
 
     def call(self, name: str, request: Any) -> Any:
+        if name == CLUSTER_STATUS:  # one member, always the leader
+            return pb.ClusterStatus(node="in-process", role="leader", leader="in-process", term=1,
+                                    commit_index=0, applied_index=0, has_quorum=True)  # fmt: skip
         operation = OPERATIONS[name]
         parsed = operation.request.FromString(request.SerializeToString())
         ids = new_ids(ids_needed(name, parsed))

@@ -19,9 +19,13 @@ import grpc
 
 from kokaq.core import InvalidArgument, KokaqError, NotLeader, Unavailable
 from kokaq.protocol.errors import ERROR_TRAILER, error_from_status
+from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.operations import OPERATIONS
 
-__all__ = ["AsyncGrpcTransport", "GrpcTransport", "RetryPolicy"]
+__all__ = ["CLUSTER_STATUS", "AsyncGrpcTransport", "GrpcTransport", "RetryPolicy"]
+
+#: The one RPC outside the engine's operation table: the node's Raft status.
+CLUSTER_STATUS = "Status"
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 80 * 1024 * 1024),
@@ -53,8 +57,12 @@ def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     return (("x-api-key", api_key),) if api_key else ()
 
 
-def _path(name: str) -> str:
-    return f"/kokaq.v1.{OPERATIONS[name].service}/{name}"
+def _route(name: str) -> tuple[str, Any]:
+    """The RPC's method path and its response type."""
+    if name == CLUSTER_STATUS:
+        return "/kokaq.v1.Cluster/Status", pb.ClusterStatus
+    operation = OPERATIONS[name]
+    return f"/kokaq.v1.{operation.service}/{name}", operation.response
 
 
 def _error(error: grpc.RpcError) -> KokaqError:
@@ -110,10 +118,11 @@ class _GrpcBase:
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = self._new_channel(address)
+        path, response = _route(name)
         return channel.unary_unary(
-            _path(name),
+            path,
             request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=OPERATIONS[name].response.FromString,
+            response_deserializer=response.FromString,
         )
 
     def _retry_or_raise(self, error: KokaqError, started: float) -> None:

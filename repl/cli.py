@@ -187,9 +187,10 @@ def repl(session: Session) -> None:
 
 def _register() -> None:
     from kokaq.repl.admin import namespace, queue  # noqa: PLC0415
+    from kokaq.repl.cluster import cluster  # noqa: PLC0415
     from kokaq.repl.messages import COMMANDS  # noqa: PLC0415
 
-    for command in [namespace, queue, *COMMANDS]:
+    for command in [namespace, queue, *COMMANDS, cluster]:
         cli.add_command(command)
 
 

@@ -101,23 +101,30 @@ class Shell:
         return f"kokaq [ns: {self.session.namespace}]{queue} > "
 
     def toolbar(self) -> str:
-        server = ",".join(self.session.servers)
-        return f" {server}  ns {self.session.namespace}{self._queue_depth()}"
+        """The server, its leader, the namespace, and the queue in use's counts,
+        asked at most every two seconds."""
+        asked, text = self._depth
+        if time.monotonic() - asked > 2.0:
+            text = f"{self._leader()}  ns {self.session.namespace}{self._queue_depth()}"
+            self._depth = (time.monotonic(), text)
+        return f" {','.join(self.session.servers)}  {text}"
+
+    def _leader(self) -> str:
+        try:
+            status = self.session.client.cluster_status()
+        except KokaqError as error:
+            return f"({error.message})"
+        return f"leader {status.leader_grpc or status.leader or 'none'}"
 
     def _queue_depth(self) -> str:
-        """The queue in use's counts, asked at most every two seconds."""
         name = self.session.queue_in_use
         if name is None:
             return ""
-        asked, text = self._depth
-        if time.monotonic() - asked > 2.0:
-            try:
-                stats = self.session.queue(name).stats()
-                text = f"  q {name}: {stats.ready} ready, {stats.leased} leased, {stats.dead} dead"
-            except KokaqError as error:
-                text = f"  q {name}: {error.message}"
-            self._depth = (time.monotonic(), text)
-        return text
+        try:
+            stats = self.session.queue(name).stats()
+        except KokaqError as error:
+            return f"  q {name}: {error.message}"
+        return f"  q {name}: {stats.ready} ready, {stats.leased} leased, {stats.dead} dead"
 
     def run(self) -> None:
         click.echo(

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from kokaq.client import calls
-from kokaq.client.calls import Call, make_spec, queue_weights
+from kokaq.client.calls import Call, ClusterStatus, make_spec, queue_weights
 from kokaq.client.transport import AsyncGrpcTransport, RetryPolicy
 from kokaq.core import (
     DeadPage,
@@ -76,6 +76,10 @@ class AsyncClient:
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
+
+    async def cluster_status(self) -> ClusterStatus:
+        """The Raft status of the node this client talks to (not necessarily the leader)."""
+        return await self.run(calls.cluster_status())
 
     # -- namespaces ---------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from kokaq.client import calls
-from kokaq.client.calls import Call, make_spec, queue_weights
+from kokaq.client.calls import Call, ClusterStatus, make_spec, queue_weights
 from kokaq.client.transport import GrpcTransport, RetryPolicy
 from kokaq.core import (
     DeadPage,
@@ -77,6 +77,10 @@ class Client:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def cluster_status(self) -> ClusterStatus:
+        """The Raft status of the node this client talks to (not necessarily the leader)."""
+        return self.run(calls.cluster_status())
 
     # -- namespaces ---------------------------------------------------------------------
 

@@ -202,6 +202,14 @@ def test_auth_and_unreachable_exit_codes(tmp_path: Path, monkeypatch: pytest.Mon
     assert "Error: " in down.stderr
 
 
+def test_cluster_status(kokaq: Kokaq, node: NodeProcess) -> None:
+    status = kokaq.json("cluster", "status")
+    assert status["role"] == "leader" and status["members"] == []
+    assert status["leader"] == node.raft and status["leader_grpc"] == node.grpc
+    text = kokaq("cluster", "status").stdout
+    assert f"leader:   {node.raft} (gRPC {node.grpc})" in text
+
+
 def test_version_and_help() -> None:
     runner = CliRunner()
     assert runner.invoke(cli, ["version"]).stdout.startswith("kokaq ")

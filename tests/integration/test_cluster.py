@@ -58,6 +58,16 @@ def test_any_member_takes_writes_and_names_the_leader(cluster: list[NodeProcess]
             return None
 
         wait_until(lambda: hint() == leader.grpc, timeout=10)
+    # Every member reports the same leader and its two partners.
+    for node in cluster:
+        with Client(node.grpc, retry=RetryPolicy(timeout=0)) as direct:
+            status = direct.cluster_status()
+        assert status.role == ("leader" if node is leader else "follower")
+        assert status.leader_grpc == leader.grpc and status.leader == leader.raft
+        assert sorted(m.address for m in status.members) == sorted(
+            n.raft for n in cluster if n is not node
+        )
+        assert status.has_quorum and status.applied_index <= status.commit_index
     # A client that knows only the follower follows the hint.
     with Client(follower.grpc) as client:
         client.create_namespace("n")

@@ -119,7 +119,8 @@ def test_repl_in_a_terminal(node: NodeProcess, tmp_path: Path) -> None:
         read_until(b"[q: jobs] >")
         os.write(fd, b"enqueue hello\r")
         read_until(b"(ready)")
-        read_until(b"1 ready")  # the bottom toolbar shows the queue's depth
+        read_until(b"1 ready")  # the bottom toolbar shows the queue's depth...
+        read_until(f"leader {node.grpc}".encode())  # ...and the leader
         os.write(fd, b"queue get nosuch\r")
         read_until(b"Error: queue term-ns/nosuch not found")  # and the shell lives on
         os.write(fd, b"exit\r")

@@ -176,3 +176,9 @@ def test_dead_letter_pages_cross_the_wire(client: Client) -> None:
     with pytest.raises(InvalidArgument) as caught:
         q.list_dead(after=-1)
     assert caught.value.field == "after"
+
+
+def test_cluster_status_of_a_single_node(client: Client) -> None:
+    status = client.cluster_status()
+    assert status.role == "leader" and status.has_quorum and status.members == []
+    assert status.leader is not None and status.term >= 1
