@@ -21,6 +21,7 @@ from kokaq.core import (
     Unauthenticated,
     Unavailable,
 )
+from kokaq.repl.params import DURATION
 from kokaq.repl.session import Session, client_command
 
 __all__ = ["EXIT_CODES", "cli", "exit_code", "main"]
@@ -125,6 +126,22 @@ def version() -> None:
     help="KEY:ROLE[:NAMESPACE], ROLE admin|producer|consumer; repeat or comma-separate.",
 )
 @click.option(
+    "--election-timeout",
+    type=(DURATION, DURATION),
+    default=("400ms", "1200ms"),
+    show_default=True,
+    envvar="KOKAQ_ELECTION_TIMEOUT",
+    help="A follower that hears no leader for a random time in MIN MAX starts an election.",
+)
+@click.option(
+    "--heartbeat",
+    type=DURATION,
+    default="10ms",
+    show_default=True,
+    envvar="KOKAQ_HEARTBEAT",
+    help="How often the leader sends append-entries (heartbeats).",
+)
+@click.option(
     "--compaction-entries",
     type=click.IntRange(min=10),
     default=20_000,
@@ -139,6 +156,8 @@ def server(
     peers: str,
     cluster_secret: str | None,
     api_keys: tuple[str, ...],
+    election_timeout: tuple[int, int],
+    heartbeat: int,
     compaction_entries: int,
 ) -> None:
     """Run a node (a single durable node unless --peers is given).
@@ -148,11 +167,12 @@ def server(
       kokaq server
       kokaq server --grpc-listen 127.0.0.1:0 --raft-listen 127.0.0.1:0 --data-dir /tmp/k
       kokaq server --api-key s3cretkey:admin --api-key pushkey01:producer:orders
+      kokaq server --raft-listen 10.0.0.5:9100 --peers 10.0.0.6:9100,10.0.0.7:9100 \\
+                   --cluster-secret "$SECRET" --election-timeout 300ms 900ms
     """
     # Imported here: client commands should not load the server's dependencies.
     from kokaq.server.auth import parse_keys  # noqa: PLC0415
     from kokaq.server.node import NodeOptions, serve  # noqa: PLC0415
-    from kokaq.server.replication import RaftSettings  # noqa: PLC0415
 
     try:
         options = NodeOptions(
@@ -163,12 +183,30 @@ def server(
             peers=tuple(p.strip() for p in peers.split(",") if p.strip()),
             api_keys=tuple(parse_keys(api_keys)),
             cluster_secret=cluster_secret,
-            raft=RaftSettings(compaction_entries=compaction_entries),
+            raft=raft_settings(election_timeout, heartbeat, compaction_entries),
         )
         serve(options)
     except KokaqError as error:
         click.echo(f"Error: {error.message}", err=True)
         sys.exit(1)
+
+
+def raft_settings(election_timeout: tuple[int, int], heartbeat: int, compaction: int) -> Any:
+    """RaftSettings from the command line, checked: a heartbeat well inside the
+    election timeout, or followers would call elections on a healthy leader."""
+    from kokaq.server.replication import RaftSettings  # noqa: PLC0415
+
+    low, high = election_timeout
+    if not 50 <= low < high <= 60_000:
+        raise InvalidArgument("election_timeout", "give MIN MAX with 50ms <= MIN < MAX <= 60s")
+    if not 1 <= heartbeat <= low // 4:
+        raise InvalidArgument("heartbeat", "must be at least 1ms and at most a quarter of MIN")
+    return RaftSettings(
+        append_entries_period=heartbeat / 1000,
+        election_timeout_min=low / 1000,
+        election_timeout_max=high / 1000,
+        compaction_entries=compaction,
+    )
 
 
 @cli.command(

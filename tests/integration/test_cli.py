@@ -210,6 +210,21 @@ def test_cluster_status(kokaq: Kokaq, node: NodeProcess) -> None:
     assert f"leader:   {node.raft} (gRPC {node.grpc})" in text
 
 
+def test_server_refuses_bad_raft_timing(tmp_path: Path) -> None:
+    runner = CliRunner()
+    for args, field in (
+        (["--election-timeout", "1s", "500ms"], "election_timeout"),
+        (["--election-timeout", "10ms", "20ms"], "election_timeout"),
+        (["--heartbeat", "300ms"], "heartbeat"),
+    ):
+        result = runner.invoke(cli, ["server", "--data-dir", str(tmp_path / "d"), *args])
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"Error: {field}: ")
+    assert not (tmp_path / "d").exists()  # refused before touching anything
+    result = runner.invoke(cli, ["server", "--heartbeat", "soon"])
+    assert result.exit_code == 2
+
+
 def test_version_and_help() -> None:
     runner = CliRunner()
     assert runner.invoke(cli, ["version"]).stdout.startswith("kokaq ")
