@@ -376,6 +376,7 @@ class ClusterStatus(NamedTuple):
     commit_index: int
     applied_index: int
     has_quorum: bool
+    state_digest: str | None = None  # asked with cluster_status(with_digest=True)
 
 
 def _cluster_status(r: Any) -> ClusterStatus:
@@ -392,11 +393,12 @@ def _cluster_status(r: Any) -> ClusterStatus:
         commit_index=r.commit_index,
         applied_index=r.applied_index,
         has_quorum=r.has_quorum,
+        state_digest=r.state_digest if r.HasField("state_digest") else None,
     )
 
 
-def cluster_status() -> Call[ClusterStatus]:
-    return Call("Status", pb.Empty(), _cluster_status)
+def cluster_status(with_digest: bool = False) -> Call[ClusterStatus]:
+    return Call("Status", pb.StatusRequest(with_digest=with_digest), _cluster_status)
 
 
 # -- helpers ---------------------------------------------------------------------------------

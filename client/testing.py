@@ -9,6 +9,7 @@ operation table, so what works here works against a node.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from typing import Any
@@ -29,8 +30,12 @@ class InProcessTransport:
 
     def call(self, name: str, request: Any) -> Any:
         if name == CLUSTER_STATUS:  # one member, always the leader
+            digest = None
+            if request.with_digest:
+                with self._lock:
+                    digest = hashlib.sha256(self.engine.snapshot()).hexdigest()
             return pb.ClusterStatus(node="in-process", role="leader", leader="in-process", term=1,
-                                    commit_index=0, applied_index=0, has_quorum=True)  # fmt: skip
+                                    has_quorum=True, state_digest=digest)  # fmt: skip
         operation = OPERATIONS[name]
         parsed = operation.request.FromString(request.SerializeToString())
         ids = new_ids(ids_needed(name, parsed))

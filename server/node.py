@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 import signal
 import socket
@@ -217,6 +218,10 @@ def _cluster_handler(
             auth.check(auth.key_of(context.invocation_metadata() or ()), (Role.ANY,), "")
         except KokaqError as error:
             await abort_with(context, error)
+        digest = None
+        if pb.StatusRequest.FromString(raw).with_digest:
+            with raft.lock:
+                digest = hashlib.sha256(raft.engine.snapshot()).hexdigest()
         s = raft.getStatus()
         members = [
             pb.Member(
@@ -240,6 +245,7 @@ def _cluster_handler(
             commit_index=s["commit_idx"],
             applied_index=s["last_applied"],
             has_quorum=bool(s["has_quorum"]),
+            state_digest=digest,
         )
 
     return grpc.method_handlers_generic_handler(

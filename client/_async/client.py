@@ -77,9 +77,10 @@ class AsyncClient:
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
-    async def cluster_status(self) -> ClusterStatus:
-        """The Raft status of the node this client talks to (not necessarily the leader)."""
-        return await self.run(calls.cluster_status())
+    async def cluster_status(self, *, with_digest: bool = False) -> ClusterStatus:
+        """The Raft status of the node this client talks to (not necessarily the
+        leader); ``with_digest`` adds a hash of its engine state (costly)."""
+        return await self.run(calls.cluster_status(with_digest))
 
     # -- namespaces ---------------------------------------------------------------------
 

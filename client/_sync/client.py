@@ -78,9 +78,10 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def cluster_status(self) -> ClusterStatus:
-        """The Raft status of the node this client talks to (not necessarily the leader)."""
-        return self.run(calls.cluster_status())
+    def cluster_status(self, *, with_digest: bool = False) -> ClusterStatus:
+        """The Raft status of the node this client talks to (not necessarily the
+        leader); ``with_digest`` adds a hash of its engine state (costly)."""
+        return self.run(calls.cluster_status(with_digest))
 
     # -- namespaces ---------------------------------------------------------------------
 

@@ -1744,6 +1744,7 @@ class ClusterStatus(_message.Message):
     COMMIT_INDEX_FIELD_NUMBER: _builtins.int
     APPLIED_INDEX_FIELD_NUMBER: _builtins.int
     HAS_QUORUM_FIELD_NUMBER: _builtins.int
+    STATE_DIGEST_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     """this node's Raft address"""
     role: _builtins.str
@@ -1756,6 +1757,10 @@ class ClusterStatus(_message.Message):
     commit_index: _builtins.int
     applied_index: _builtins.int
     has_quorum: _builtins.bool
+    state_digest: _builtins.str
+    """With StatusRequest.with_digest: SHA-256 of this replica's engine snapshot.
+    Replicas that applied the same entries have the same digest.
+    """
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
     def __init__(
@@ -1770,18 +1775,43 @@ class ClusterStatus(_message.Message):
         commit_index: _builtins.int = ...,
         applied_index: _builtins.int = ...,
         has_quorum: _builtins.bool = ...,
+        state_digest: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "_leader_grpc", b"_leader_grpc", "leader", b"leader", "leader_grpc", b"leader_grpc"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "_leader_grpc", b"_leader_grpc", "_state_digest", b"_state_digest", "leader", b"leader", "leader_grpc", b"leader_grpc", "state_digest", b"state_digest"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "_leader_grpc", b"_leader_grpc", "applied_index", b"applied_index", "commit_index", b"commit_index", "has_quorum", b"has_quorum", "leader", b"leader", "leader_grpc", b"leader_grpc", "members", b"members", "node", b"node", "role", b"role", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "_leader_grpc", b"_leader_grpc", "_state_digest", b"_state_digest", "applied_index", b"applied_index", "commit_index", b"commit_index", "has_quorum", b"has_quorum", "leader", b"leader", "leader_grpc", b"leader_grpc", "members", b"members", "node", b"node", "role", b"role", "state_digest", b"state_digest", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__leader: _TypeAlias = _typing.Literal["leader"]  # noqa: Y015
     _WhichOneofArgType__leader: _TypeAlias = _typing.Literal["_leader", b"_leader"]  # noqa: Y015
     _WhichOneofReturnType__leader_grpc: _TypeAlias = _typing.Literal["leader_grpc"]  # noqa: Y015
     _WhichOneofArgType__leader_grpc: _TypeAlias = _typing.Literal["_leader_grpc", b"_leader_grpc"]  # noqa: Y015
+    _WhichOneofReturnType__state_digest: _TypeAlias = _typing.Literal["state_digest"]  # noqa: Y015
+    _WhichOneofArgType__state_digest: _TypeAlias = _typing.Literal["_state_digest", b"_state_digest"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__leader) -> _WhichOneofReturnType__leader | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__leader_grpc) -> _WhichOneofReturnType__leader_grpc | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__state_digest) -> _WhichOneofReturnType__state_digest | None: ...
 
 Global___ClusterStatus: _TypeAlias = ClusterStatus  # noqa: Y015
+
+@_typing.final
+class StatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WITH_DIGEST_FIELD_NUMBER: _builtins.int
+    with_digest: _builtins.bool
+    """costs a whole engine snapshot: for checks, not for polling"""
+    def __init__(
+        self,
+        *,
+        with_digest: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["with_digest", b"with_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusRequest: _TypeAlias = StatusRequest  # noqa: Y015

@@ -1341,7 +1341,7 @@ class ClusterStub:
         """
         self.Status = channel.unary_unary(
                 '/kokaq.v1.Cluster/Status',
-                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Empty.SerializeToString,
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.StatusRequest.SerializeToString,
                 response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.FromString,
                 _registered_method=True)
 
@@ -1360,7 +1360,7 @@ def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Empty.FromString,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.StatusRequest.FromString,
                     response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.SerializeToString,
             ),
     }
@@ -1389,7 +1389,7 @@ class Cluster:
             request,
             target,
             '/kokaq.v1.Cluster/Status',
-            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Empty.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.StatusRequest.SerializeToString,
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.FromString,
             options,
             channel_credentials,

@@ -322,18 +322,18 @@ class ClusterStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ClusterAsyncStub: ...
-    Status: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.Empty, _kokaq_pb2.ClusterStatus]
+    Status: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.StatusRequest, _kokaq_pb2.ClusterStatus]
 
 @_typing.type_check_only
 class ClusterAsyncStub(ClusterStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    Status: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.Empty, _kokaq_pb2.ClusterStatus]  # type: ignore[assignment]
+    Status: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.StatusRequest, _kokaq_pb2.ClusterStatus]  # type: ignore[assignment]
 
 class ClusterServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def Status(
         self,
-        request: _kokaq_pb2.Empty,
+        request: _kokaq_pb2.StatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kokaq_pb2.ClusterStatus, _abc.Awaitable[_kokaq_pb2.ClusterStatus]]: ...
 

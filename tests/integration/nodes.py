@@ -108,7 +108,7 @@ def free_ports(count: int) -> list[int]:
 
 
 def start_cluster(
-    base_dir: str, size: int = 3, secret: str = "cluster-secret-1"
+    base_dir: str, size: int = 3, secret: str = "cluster-secret-1", args: Sequence[str] = ()
 ) -> list[NodeProcess]:
     """``size`` members on 127.0.0.1, started together (none is ready alone)."""
     raft = [f"127.0.0.1:{port}" for port in free_ports(size)]
@@ -119,10 +119,16 @@ def start_cluster(
             ",".join(a for a in raft if a != raft[i]),
             "--cluster-secret",
             secret,
+            *args,
             raft_listen=raft[i],
         )
         for i in range(size)
     ]
+    return start_together(nodes)
+
+
+def start_together(nodes: list[NodeProcess]) -> list[NodeProcess]:
+    """Start (or restart) members at once; kill them all if one fails."""
     errors: list[BaseException] = []
 
     def start(node: NodeProcess) -> None:
