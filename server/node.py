@@ -111,7 +111,10 @@ class _Node:
 
         committer_box: list[Committer] = []
 
-        def snapshot_installed() -> None:
+        def snapshot_installed(index: int) -> None:
+            """A dump was loaded: at start, or sent by the leader to a member that
+            fell behind its compacted log."""
+            print(f"kokaq node loaded a snapshot up to Raft index {index}", flush=True)
             if committer_box:
                 committer_box[0].fail_in_flight(
                     "a snapshot replaced the log under this write; retry with the same dedup key"

@@ -122,7 +122,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         *,
         password: str | None = None,
         settings: RaftSettings | None = None,
-        on_snapshot: Callable[[], None] | None = None,
+        on_snapshot: Callable[[int], None] | None = None,
         on_state_changed: Callable[[int, int], None] | None = None,
     ) -> None:
         settings = settings or RaftSettings()
@@ -229,7 +229,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
             self.engine = Engine.restore(dump["engine"])
             self.grpc_addresses = dict(dump.get("grpc_addresses", {}))
         if self.on_snapshot is not None:
-            self.on_snapshot()
+            self.on_snapshot(int(dump["last"][1]))
         return _entry(dump["last"]), _entry(dump["prev"]), list(dump["cluster"])
 
     # -- status ------------------------------------------------------------------------------

@@ -47,6 +47,16 @@ def leader_of(nodes: list[NodeProcess]) -> NodeProcess:
     return found[0]
 
 
+def replica_states(nodes: list[NodeProcess]) -> set[tuple[int, str | None]]:
+    """Each member's (applied index, engine digest); one element when they agree."""
+    found = set()
+    for node in nodes:
+        with Client(node.grpc, retry=RetryPolicy(timeout=0)) as direct:
+            status = direct.cluster_status(with_digest=True)
+        found.add((status.applied_index, status.state_digest))
+    return found
+
+
 def test_any_member_takes_writes_and_names_the_leader(cluster: list[NodeProcess]) -> None:
     leader = leader_of(cluster)
     follower = next(n for n in cluster if n is not leader)
@@ -176,15 +186,36 @@ def test_whole_cluster_crash_loop_loses_nothing_and_replicas_converge(tmp_path: 
             # Beyond the acknowledged: at most the batches whose answer the kill cut off.
             assert len(acknowledged) <= q.stats().ready <= len(acknowledged) + rounds * 2 * 25
 
-        def digests() -> set[tuple[int, str | None]]:
-            found = set()
-            for node in nodes:
-                with Client(node.grpc, retry=RetryPolicy(timeout=0)) as direct:
-                    status = direct.cluster_status(with_digest=True)
-                found.add((status.applied_index, status.state_digest))
-            return found
+        wait_until(lambda: len(replica_states(nodes)) == 1, timeout=20)
+    finally:
+        for node in nodes:
+            node.kill()
 
-        wait_until(lambda: len(digests()) == 1, timeout=20)
+
+def test_a_follower_that_missed_compaction_catches_up_from_a_snapshot(tmp_path: Path) -> None:
+    """PySyncObj defect 4's ground: a member down while the log compacted comes
+    back through a snapshot install, with writes in flight, and converges."""
+    nodes = start_cluster(str(tmp_path), args=("--compaction-entries", "20"))
+    try:
+        with Client([n.grpc for n in nodes]) as client:
+            client.create_namespace("n")
+            client.create_queue("n", "q")
+            leader = leader_of(nodes)
+            follower = next(n for n in nodes if n is not leader)
+            follower.kill()
+            q = client.queue("n", "q")
+            acknowledged = []
+            for _ in range(120):  # 120 entries: several compactions on the two left
+                acknowledged += [r.message_id for r in q.enqueue_many([b"m"] * 10)]
+            assert not os.path.exists(os.path.join(follower.data_dir, "raft.dump"))
+            follower.start()
+            for _ in range(20):  # writes while it installs the snapshot
+                acknowledged += [r.message_id for r in q.enqueue_many([b"m"] * 10)]
+            # It had no dump of its own: the one it loaded came from the leader.
+            wait_until(lambda: "loaded a snapshot" in follower.text, timeout=20)
+            assert q.stats().ready == len(acknowledged) == 1_400
+
+        wait_until(lambda: len(replica_states(nodes)) == 1, timeout=20)
     finally:
         for node in nodes:
             node.kill()
