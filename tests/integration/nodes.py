@@ -147,3 +147,35 @@ def start_together(nodes: list[NodeProcess]) -> list[NodeProcess]:
             node.kill()
         raise errors[0]
     return nodes
+
+
+class Producers:
+    """Threads enqueueing batches to n/q until stopped, recording every id the
+    cluster acknowledged. A thread stops at its first error: the outcome of
+    that call is unknown (the node died under it)."""
+
+    def __init__(self, addresses: Sequence[str], acknowledged: list[str], *, threads: int,
+                 batch: int, retry_timeout: float) -> None:  # fmt: skip
+        from kokaq.client import Client, RetryPolicy  # noqa: PLC0415 (keep this module light)
+        from kokaq.core import KokaqError  # noqa: PLC0415
+
+        self.stopping = threading.Event()
+
+        def produce() -> None:
+            with Client(list(addresses), retry=RetryPolicy(timeout=retry_timeout)) as client:
+                q = client.queue("n", "q")
+                while not self.stopping.is_set():
+                    try:
+                        results = q.enqueue_many([b"m"] * batch)
+                    except KokaqError:
+                        return
+                    acknowledged.extend(r.message_id for r in results)
+
+        self.threads = [threading.Thread(target=produce) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(30)

@@ -15,7 +15,13 @@ import pytest
 
 from kokaq.client import Client, RetryPolicy
 from kokaq.core import KokaqError, MessageState, NotLeader
-from tests.integration.nodes import NodeProcess, start_cluster, start_together, wait_until
+from tests.integration.nodes import (
+    NodeProcess,
+    Producers,
+    start_cluster,
+    start_together,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -154,27 +160,11 @@ def test_whole_cluster_crash_loop_loses_nothing_and_replicas_converge(tmp_path: 
             client.create_namespace("n")
             client.create_queue("n", "q")
         for _ in range(rounds):
-            stop = threading.Event()
-
-            def produce(targets: list[str], stop: threading.Event) -> None:
-                with Client(targets, retry=RetryPolicy(timeout=1.0)) as producer:
-                    q = producer.queue("n", "q")
-                    while not stop.is_set():
-                        try:
-                            results = q.enqueue_many([b"m"] * 25)
-                        except KokaqError:
-                            return  # the cluster died under this call: outcome unknown
-                        acknowledged.extend(r.message_id for r in results)
-
-            threads = [threading.Thread(target=produce, args=(addresses(), stop)) for _ in range(2)]
-            for t in threads:
-                t.start()
+            producers = Producers(addresses(), acknowledged, threads=2, batch=25, retry_timeout=1.0)
             time.sleep(rng.uniform(0.5, 1.5))
             for node in nodes:
                 node.kill()
-            stop.set()
-            for t in threads:
-                t.join(30)
+            producers.stop()
             start_together(nodes)
 
         with Client(addresses()) as client:

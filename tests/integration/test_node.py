@@ -8,7 +8,6 @@ import pickle
 import random
 import socket
 import struct
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -16,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from kokaq.client import Client
-from kokaq.client.transport import RetryPolicy
-from kokaq.core import KokaqError, MessageState, PermissionDenied, QueueConfig, Unauthenticated
-from tests.integration.nodes import NodeProcess, wait_until
+from kokaq.core import MessageState, PermissionDenied, QueueConfig, Unauthenticated
+from tests.integration.nodes import NodeProcess, Producers, wait_until
 
 
 def test_api_keys_roles_and_scopes(tmp_path: Path) -> None:
@@ -126,27 +124,10 @@ def test_sigkill_under_load_loses_no_acknowledged_message(tmp_path: Path) -> Non
     acknowledged: list[str] = []
     rng = random.Random(7)
     for _round in range(5):
-        stop = threading.Event()
-
-        def produce(address: str, stop: threading.Event) -> None:
-            producer = Client(address, retry=RetryPolicy(timeout=0.5))
-            q = producer.queue("n", "q")
-            while not stop.is_set():
-                try:
-                    results = q.enqueue_many([b"m"] * 50)
-                except KokaqError:
-                    return  # the node died under this call: unknown outcome
-                acknowledged.extend(r.message_id for r in results)
-            producer.close()
-
-        threads = [threading.Thread(target=produce, args=(node.grpc, stop)) for _ in range(3)]
-        for t in threads:
-            t.start()
+        producers = Producers([node.grpc], acknowledged, threads=3, batch=50, retry_timeout=0.5)
         time.sleep(rng.uniform(0.5, 1.5))
         node.kill()
-        stop.set()
-        for t in threads:
-            t.join(30)
+        producers.stop()
         node.start()
     client = Client(node.grpc)
     try:
