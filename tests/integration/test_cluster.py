@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -208,4 +209,40 @@ def test_a_follower_that_missed_compaction_catches_up_from_a_snapshot(tmp_path: 
         wait_until(lambda: len(replica_states(nodes)) == 1, timeout=20)
     finally:
         for node in nodes:
+            node.kill()
+
+
+def test_a_paused_leader_is_replaced_and_rejoins_as_a_follower(tmp_path: Path) -> None:
+    """A partition by SIGSTOP: the majority elects a new leader and takes writes;
+    the old leader, resumed, steps down, catches up, and agrees with the rest."""
+    nodes = start_cluster(str(tmp_path))
+    try:
+        with Client([n.grpc for n in nodes]) as client:
+            client.create_namespace("n")
+            client.create_queue("n", "q")
+            old = leader_of(nodes)
+            assert old.process is not None
+            old.process.send_signal(signal.SIGSTOP)
+            majority = [n for n in nodes if n is not old]
+            new = leader_of(majority)
+            acknowledged = []
+            with Client([n.grpc for n in majority]) as writer:
+                for _ in range(20):
+                    q = writer.queue("n", "q")
+                    acknowledged += [r.message_id for r in q.enqueue_many([b"m"] * 10)]
+            old.process.send_signal(signal.SIGCONT)
+
+            def stepped_down() -> bool:
+                with Client(old.grpc, retry=RetryPolicy(timeout=0)) as direct:
+                    status = direct.cluster_status()
+                return status.role == "follower" and status.leader_grpc == new.grpc
+
+            wait_until(stepped_down, timeout=15)
+            q = client.queue("n", "q")
+            assert q.stats().ready == len(acknowledged) == 200
+        wait_until(lambda: len(replica_states(nodes)) == 1, timeout=20)
+    finally:
+        for node in nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.send_signal(signal.SIGCONT)
             node.kill()
