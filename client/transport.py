@@ -21,6 +21,7 @@ from kokaq.core import InvalidArgument, KokaqError, NotLeader, Unavailable
 from kokaq.protocol.errors import ERROR_TRAILER, error_from_status
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.operations import OPERATIONS
+from kokaq.server.service import CONSISTENCY_HEADER
 
 __all__ = ["CLUSTER_STATUS", "AsyncGrpcTransport", "GrpcTransport", "RetryPolicy"]
 
@@ -53,8 +54,13 @@ def _addresses(addresses: str | Sequence[str]) -> list[str]:
     return found
 
 
-def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
-    return (("x-api-key", api_key),) if api_key else ()
+def _metadata(api_key: str | None, consistency: str) -> tuple[tuple[str, str], ...]:
+    if consistency not in ("leader", "strong"):
+        raise InvalidArgument("consistency", "must be 'leader' or 'strong'")
+    found = [("x-api-key", api_key)] if api_key else []
+    if consistency == "strong":
+        found.append((CONSISTENCY_HEADER, "strong"))
+    return tuple(found)
 
 
 def _route(name: str) -> tuple[str, Any]:
@@ -103,10 +109,11 @@ class _GrpcBase:
         api_key: str | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        consistency: str = "leader",
     ) -> None:
         self._rotation = _Rotation(_addresses(addresses))
         self._channels: dict[str, Any] = {}
-        self._metadata = _metadata(api_key)
+        self._metadata = _metadata(api_key, consistency)
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
 

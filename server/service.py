@@ -42,6 +42,21 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: KokaqEr
     )
 
 
+#: Request metadata choosing how a read is served: "leader" (default: from the
+#: leader's engine) or "strong" (through the Raft log, ordered after every write
+#: committed before it, at the cost of a log entry).
+CONSISTENCY_HEADER = "x-kokaq-consistency"
+
+
+def _strong(metadata: Any) -> bool:
+    for key, value in metadata:
+        if key == CONSISTENCY_HEADER:
+            if value not in ("leader", "strong"):
+                raise InvalidArgument("consistency", "must be 'leader' or 'strong'")
+            return bool(value == "strong")
+    return False
+
+
 def _handler(
     name: str, operation: Operation, executor: Executor, auth: Authenticator
 ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
@@ -51,11 +66,14 @@ def _handler(
                 request = operation.request.FromString(raw)
             except DecodeError:
                 raise InvalidArgument("request", "is not a valid protobuf message") from None
-            presented = auth.key_of(context.invocation_metadata() or ())
+            metadata = context.invocation_metadata() or ()
+            presented = auth.key_of(metadata)
             auth.check(presented, operation.roles, operation.namespace(request))
             if operation.write:
                 ids = new_ids(ids_needed(name, request))
                 result = await executor.write(name, raw, ids)
+            elif _strong(metadata):  # the read takes its place in the log
+                result = await executor.write(name, raw, [])
             else:
                 result = await executor.read(name, request)
             return operation.respond(result)

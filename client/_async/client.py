@@ -57,11 +57,19 @@ class AsyncClient:
         api_key: str | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        consistency: str = "leader",
         transport: AsyncTransport | None = None,
     ) -> None:
+        """``consistency="strong"`` sends every read through the Raft log, so it
+        sees every write committed before it even across a leader change; the
+        default reads the leader's engine."""
         if transport is None:
             transport = AsyncGrpcTransport(
-                addresses or "127.0.0.1:9000", api_key=api_key, timeout=timeout, retry=retry
+                addresses or "127.0.0.1:9000",
+                api_key=api_key,
+                timeout=timeout,
+                retry=retry,
+                consistency=consistency,
             )
         self._transport = transport
 

@@ -58,11 +58,19 @@ class Client:
         api_key: str | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        consistency: str = "leader",
         transport: Transport | None = None,
     ) -> None:
+        """``consistency="strong"`` sends every read through the Raft log, so it
+        sees every write committed before it even across a leader change; the
+        default reads the leader's engine."""
         if transport is None:
             transport = GrpcTransport(
-                addresses or "127.0.0.1:9000", api_key=api_key, timeout=timeout, retry=retry
+                addresses or "127.0.0.1:9000",
+                api_key=api_key,
+                timeout=timeout,
+                retry=retry,
+                consistency=consistency,
             )
         self._transport = transport
 

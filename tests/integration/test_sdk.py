@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import grpc
 import pytest
 
 from kokaq.client import Client, calls
@@ -27,6 +28,9 @@ from kokaq.core import (
     QueueFull,
     QueueNotFound,
 )
+from kokaq.protocol.v1 import kokaq_pb2 as pb
+from kokaq.server.operations import OPERATIONS
+from tests.integration.nodes import NodeProcess, wait_until
 
 
 def fresh(client: Client, config: QueueConfig | None = None) -> tuple[str, str]:
@@ -182,3 +186,40 @@ def test_cluster_status_of_a_single_node(client: Client) -> None:
     status = client.cluster_status()
     assert status.role == "leader" and status.has_quorum and status.members == []
     assert status.leader is not None and status.term >= 1
+
+
+def test_strong_reads_go_through_the_log(node: NodeProcess) -> None:
+    with Client(node.grpc) as leader_reads, Client(node.grpc, consistency="strong") as strong:
+        namespace, queue = fresh(leader_reads)
+        leader_reads.queue(namespace, queue).enqueue(b"x")
+
+        def applied() -> int:
+            return leader_reads.cluster_status().applied_index
+
+        # Settle what a fresh node writes on its own: its announce, the read barrier.
+        wait_until(lambda: leader_reads.cluster_status().leader_grpc is not None)
+        leader_reads.list_namespaces()
+        before = applied()
+        assert leader_reads.queue(namespace, queue).stats().ready == 1
+        assert applied() == before  # a leader read adds no log entry
+        assert strong.queue(namespace, queue).stats().ready == 1
+        assert strong.get_queue(namespace, queue).name == queue
+        assert applied() >= before + 2  # each strong read took a log entry
+    with pytest.raises(InvalidArgument) as caught:
+        Client(node.grpc, consistency="eventual")
+    assert caught.value.field == "consistency"
+
+
+def test_an_unknown_consistency_is_refused_by_the_node(node: NodeProcess) -> None:
+    with grpc.insecure_channel(node.grpc) as channel:
+        list_namespaces = channel.unary_unary(
+            f"/kokaq.v1.{OPERATIONS['ListNamespaces'].service}/ListNamespaces",
+            request_serializer=pb.ListNamespacesRequest.SerializeToString,
+            response_deserializer=pb.ListNamespacesResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            list_namespaces(
+                pb.ListNamespacesRequest(), metadata=(("x-kokaq-consistency", "eventual"),)
+            )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "consistency" in (caught.value.details() or "")
