@@ -25,32 +25,11 @@ import time
 
 from benchmarks.server_bench import setup_queues, throughputs
 from kokaq.client import Client, RetryPolicy
-from kokaq.core import KokaqError
-from tests.integration.nodes import NodeProcess, start_cluster, start_node, wait_until
-
-
-def leader(nodes: list[NodeProcess]) -> NodeProcess:
-    """The member whose status says it leads, once all agree on one."""
-    found: list[NodeProcess] = []
-
-    def agreed() -> bool:
-        found.clear()
-        for node in nodes:
-            try:
-                with Client(node.grpc, retry=RetryPolicy(timeout=0)) as c:
-                    status = c.cluster_status()
-            except KokaqError:
-                return False
-            if status.role == "leader":
-                found.append(node)
-        return len(found) == 1
-
-    wait_until(agreed, timeout=30)
-    return found[0]
+from tests.integration.nodes import NodeProcess, leader_of, start_cluster, start_node
 
 
 def failover_seconds(nodes: list[NodeProcess]) -> float:
-    old = leader(nodes)
+    old = leader_of(nodes)
     survivors = [n.grpc for n in nodes if n is not old]
     with Client(survivors, retry=RetryPolicy(timeout=30, first_delay=0.01, max_delay=0.05)) as c:
         q = c.queue("bench", "failover")
@@ -60,7 +39,7 @@ def failover_seconds(nodes: list[NodeProcess]) -> float:
         q.enqueue(b"after")  # retried until a new leader takes it
         took = time.monotonic() - killed
     old.start()
-    leader(nodes)
+    leader_of(nodes)
     return took
 
 

@@ -9,7 +9,6 @@ operation table, so what works here works against a node.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from typing import Any
@@ -18,7 +17,7 @@ from kokaq.client.transport import CLUSTER_STATUS
 from kokaq.core import Engine
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.committer import new_ids
-from kokaq.server.operations import OPERATIONS, ids_needed
+from kokaq.server.operations import OPERATIONS, ids_needed, state_digest
 
 __all__ = ["AsyncInProcessTransport", "InProcessTransport"]
 
@@ -33,7 +32,7 @@ class InProcessTransport:
             digest = None
             if request.with_digest:
                 with self._lock:
-                    digest = hashlib.sha256(self.engine.snapshot()).hexdigest()
+                    digest = state_digest(self.engine)
             return pb.ClusterStatus(node="in-process", role="leader", leader="in-process", term=1,
                                     has_quorum=True, state_digest=digest)  # fmt: skip
         operation = OPERATIONS[name]

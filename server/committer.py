@@ -45,7 +45,7 @@ class LogWriter(Protocol):
 
     def is_leader(self) -> bool: ...
 
-    def leader_address(self) -> str | None: ...
+    def leader_hint(self) -> str | None: ...
 
 
 class _Batch:
@@ -64,7 +64,6 @@ class Committer:
         max_in_flight: int = 4,
         max_batch_bytes: int = 4 * 1024 * 1024,
         timeout: float = 10.0,
-        leader_hint: Callable[[], str | None] | None = None,
     ) -> None:
         self._log = log
         self._loop = asyncio.get_running_loop()
@@ -73,7 +72,6 @@ class Committer:
         self._max_in_flight = max_in_flight
         self._max_batch_bytes = max_batch_bytes
         self._timeout = timeout
-        self._leader_hint = leader_hint or log.leader_address
         self._flush_scheduled = False
         self._closed = False
         self.batches = 0  # batches proposed, for metrics and tests
@@ -97,7 +95,7 @@ class Committer:
         self._flush_scheduled = False
         while self._pending and len(self._in_flight) < self._max_in_flight:
             if not self._log.is_leader():
-                self._fail_pending(NotLeader(self._leader_hint()))
+                self._fail_pending(NotLeader(self._log.leader_hint()))
                 return
             count, size = 0, 0
             for operation, _ in self._pending:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
 import logging
 import signal
 import socket
@@ -26,7 +25,7 @@ from kokaq.core import InvalidArgument, KokaqError, NotLeader
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.auth import ApiKey, Authenticator
 from kokaq.server.committer import Committer, wall_clock_ms
-from kokaq.server.operations import OPERATIONS, Role
+from kokaq.server.operations import OPERATIONS, Role, state_digest
 from kokaq.server.replication import TICK, RaftSettings, ReplicatedEngine
 from kokaq.server.service import abort_with, generic_handlers
 
@@ -128,7 +127,7 @@ class _Node:
             settings=options.raft,
             on_snapshot=snapshot_installed,
         )
-        committer = Committer(raft, timeout=options.commit_timeout, leader_hint=raft.leader_hint)
+        committer = Committer(raft, timeout=options.commit_timeout)
         committer_box.append(committer)
         auth = Authenticator(options.api_keys)
 
@@ -224,7 +223,7 @@ def _cluster_handler(
         digest = None
         if pb.StatusRequest.FromString(raw).with_digest:
             with raft.lock:
-                digest = hashlib.sha256(raft.engine.snapshot()).hexdigest()
+                digest = state_digest(raft.engine)
         s = raft.getStatus()
         members = [
             pb.Member(

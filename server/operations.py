@@ -9,6 +9,7 @@ engine. Writes go through the Raft log; reads run on the leader's engine.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -26,7 +27,7 @@ from kokaq.protocol import convert as cv
 from kokaq.protocol.errors import error_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
-__all__ = ["OPERATIONS", "Operation", "Role", "ids_needed"]
+__all__ = ["OPERATIONS", "Operation", "Role", "ids_needed", "state_digest"]
 
 
 class Role:
@@ -48,6 +49,11 @@ class Operation(NamedTuple):
     write: bool
     roles: tuple[str, ...]
     namespace: Callable[[Any], str] = lambda request: str(request.namespace)
+
+
+def state_digest(engine: Engine) -> str:
+    """SHA-256 of the engine's snapshot: replicas that applied the same entries agree."""
+    return hashlib.sha256(engine.snapshot()).hexdigest()
 
 
 def ids_needed(name: str, request: Any) -> int:

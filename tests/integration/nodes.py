@@ -149,6 +149,31 @@ def start_together(nodes: list[NodeProcess]) -> list[NodeProcess]:
     return nodes
 
 
+def leader_of(nodes: list[NodeProcess], timeout: float = 30.0) -> NodeProcess:
+    """The one live member whose status says it leads, once the live ones agree."""
+    from kokaq.client import Client, RetryPolicy  # noqa: PLC0415 (keep this module light)
+    from kokaq.core import KokaqError  # noqa: PLC0415
+
+    found: list[NodeProcess] = []
+
+    def agreed() -> bool:
+        found.clear()
+        for node in nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            try:
+                with Client(node.grpc, retry=RetryPolicy(timeout=0)) as client:
+                    status = client.cluster_status()
+            except KokaqError:
+                return False
+            if status.role == "leader":
+                found.append(node)
+        return len(found) == 1
+
+    wait_until(agreed, timeout=timeout)
+    return found[0]
+
+
 class Producers:
     """Threads enqueueing batches to n/q until stopped, recording every id the
     cluster acknowledged. A thread stops at its first error: the outcome of

@@ -19,6 +19,7 @@ from kokaq.core import KokaqError, MessageState, NotLeader
 from tests.integration.nodes import (
     NodeProcess,
     Producers,
+    leader_of,
     start_cluster,
     start_together,
     wait_until,
@@ -31,27 +32,6 @@ def cluster(tmp_path: Path) -> Iterator[list[NodeProcess]]:
     yield nodes
     for node in nodes:
         node.kill()
-
-
-def leader_of(nodes: list[NodeProcess]) -> NodeProcess:
-    """The member that serves reads (the others answer NotLeader)."""
-    found: list[NodeProcess] = []
-
-    def probe() -> bool:
-        found.clear()
-        for node in nodes:
-            if node.process is None or node.process.poll() is not None:
-                continue
-            with Client(node.grpc, retry=RetryPolicy(timeout=0)) as c:
-                try:
-                    c.list_namespaces()
-                except KokaqError:
-                    continue
-            found.append(node)
-        return len(found) == 1
-
-    wait_until(probe, timeout=15)
-    return found[0]
 
 
 def replica_states(nodes: list[NodeProcess]) -> set[tuple[int, str | None]]:
