@@ -24,6 +24,7 @@ from kokaq.core import (
     KokaqError,
     MessageFilter,
     MessageSpec,
+    MessageState,
     MessageView,
     NackOutcome,
     NackResult,
@@ -311,6 +312,27 @@ def release(view: LockHolder, delay_ms: int | None, visible_at: int | None) -> C
 def get_message(namespace: str, queue: str, message_id: str) -> Call[MessageView]:
     request = pb.MessageRef(namespace=namespace, queue=queue, message_id=message_id)
     return Call("GetMessage", request, cv.message_from_proto)
+
+
+def list_messages(
+    namespace: str, queue: str, states: Sequence[MessageState | str], limit: int
+) -> Call[list[MessageView]]:
+    request = pb.ListMessagesRequest(namespace=namespace, queue=queue, limit=limit)
+    try:
+        request.states.extend(cv.state_to_proto(MessageState(s)) for s in states)
+    except ValueError:
+        raise InvalidArgument("states", "name ready, delayed, leased, succeeded or dead") from None
+    return Call("ListMessages", request, lambda r: [cv.message_from_proto(m) for m in r.messages])
+
+
+def find_message(namespace: str, message_id: str) -> Call[MessageView]:
+    request = pb.FindMessageRequest(namespace=namespace, message_id=message_id)
+    return Call("FindMessage", request, cv.message_from_proto)
+
+
+def cancel_message(namespace: str, queue: str, message_id: str) -> Call[MessageView]:
+    request = pb.MessageRef(namespace=namespace, queue=queue, message_id=message_id)
+    return Call("CancelMessage", request, cv.message_from_proto)
 
 
 def reprioritize(

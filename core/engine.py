@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from kokaq.core import snapshot as _snapshot
 from kokaq.core.admission import MAX_DELAY_MS, admit
+from kokaq.core.browse import MessageOps
 from kokaq.core.config import SECOND, NamespaceConfig, QueueConfig
 from kokaq.core.dead_letters import DeadLetterOps
 from kokaq.core.engine_core import MAX_BATCH, MAX_LEASE_MS, MAX_TIME, EngineCore, is_pair
@@ -54,7 +55,7 @@ __all__ = ["MAX_BATCH", "MAX_MIX", "Engine"]
 _MAX_ERROR_BYTES = 4096
 
 
-class Engine(SchedulingOps, DeadLetterOps, EngineCore):
+class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
     """A kokaq engine. Not thread-safe: one caller (the Raft apply loop) at a time."""
 
     # -- namespaces --------------------------------------------------------------

@@ -543,6 +543,14 @@ class Queue:
             del self.messages[message.id]
         return len(messages)
 
+    def remove(self, message: Message) -> None:
+        """Delete a ready, delayed or dead message (a cancelled job)."""
+        if message.state is DEAD:
+            self._leave_dlq(message)
+            del self.messages[message.id]
+        else:
+            self._drop(message)
+
     def purge_ready(self) -> int:
         """Remove every ready and delayed message (leased ones stay with their holders)."""
         removed = self.scheduler.clear() + self.delayed.clear()

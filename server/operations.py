@@ -192,6 +192,16 @@ def _reprioritize(engine: Engine, r: pb.ReprioritizeRequest, now: int, ids: Sequ
     return engine.reprioritize(r.namespace, r.queue, r.priority, now=now, where=where)
 
 
+def _list_messages(engine: Engine, r: pb.ListMessagesRequest, now: int, ids: Sequence[str]) -> Any:
+    states = []
+    for number in r.states:
+        state = cv.state_from_proto(number)
+        if state is None:
+            raise InvalidArgument("states", "name ready, delayed, leased, succeeded or dead")
+        states.append(state)
+    return engine.list_messages(r.namespace, r.queue, states=states, limit=r.limit or 100)
+
+
 def _deadline(deadline: int) -> pb.LockDeadline:
     return pb.LockDeadline(lock_deadline=deadline)
 
@@ -362,6 +372,33 @@ OPERATIONS: dict[str, Operation] = {
         cv.message_to_proto,
         False,
         (_ANY,),
+    ),
+    "ListMessages": Operation(
+        _D,
+        pb.ListMessagesRequest,
+        pb.ListMessagesResponse,
+        _list_messages,
+        lambda views: pb.ListMessagesResponse(messages=[cv.message_to_proto(v) for v in views]),
+        False,
+        (_ANY,),
+    ),
+    "FindMessage": Operation(
+        _D,
+        pb.FindMessageRequest,
+        pb.Message,
+        lambda e, r, now, ids: e.find_message(r.namespace, r.message_id),
+        cv.message_to_proto,
+        False,
+        (_ANY,),
+    ),
+    "CancelMessage": Operation(
+        _D,
+        pb.MessageRef,
+        pb.Message,
+        lambda e, r, now, ids: e.cancel_message(r.namespace, r.queue, r.message_id, now=now),
+        cv.message_to_proto,
+        True,
+        (_A, _P),
     ),
     # control plane
     "CreateNamespace": Operation(

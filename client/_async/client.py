@@ -29,6 +29,7 @@ from kokaq.core import (
     KokaqError,
     MessageFilter,
     MessageSpec,
+    MessageState,
     MessageView,
     NackResult,
     NamespaceConfig,
@@ -131,6 +132,10 @@ class AsyncClient:
     async def delete_queue(self, namespace: str, name: str, *, force: bool = False) -> None:
         await self.run(calls.delete_queue(namespace, name, force))
 
+    async def find_message(self, namespace: str, message_id: str) -> MessageView:
+        """A message of the namespace by id, whichever queue holds it."""
+        return await self.run(calls.find_message(namespace, message_id))
+
     def queue(self, namespace: str, name: str) -> AsyncQueue:
         return AsyncQueue(self, namespace, name)
 
@@ -196,6 +201,16 @@ class AsyncQueue:
 
     async def get(self, message_id: str) -> MessageView:
         return await self.client.run(calls.get_message(self.namespace, self.name, message_id))
+
+    async def list_messages(
+        self, states: Sequence[MessageState | str] = (), limit: int = 100
+    ) -> list[MessageView]:
+        """The newest messages first, in the states given (all when none)."""
+        return await self.client.run(calls.list_messages(self.namespace, self.name, states, limit))
+
+    async def cancel(self, message_id: str) -> MessageView:
+        """Remove a ready, delayed or dead message; returns it as it was."""
+        return await self.client.run(calls.cancel_message(self.namespace, self.name, message_id))
 
     async def stats(self) -> QueueStats:
         return await self.client.run(calls.stats(self.namespace, self.name))

@@ -30,6 +30,7 @@ from kokaq.core import (
     KokaqError,
     MessageFilter,
     MessageSpec,
+    MessageState,
     MessageView,
     NackResult,
     NamespaceConfig,
@@ -130,6 +131,10 @@ class Client:
     def delete_queue(self, namespace: str, name: str, *, force: bool = False) -> None:
         self.run(calls.delete_queue(namespace, name, force))
 
+    def find_message(self, namespace: str, message_id: str) -> MessageView:
+        """A message of the namespace by id, whichever queue holds it."""
+        return self.run(calls.find_message(namespace, message_id))
+
     def queue(self, namespace: str, name: str) -> Queue:
         return Queue(self, namespace, name)
 
@@ -193,6 +198,16 @@ class Queue:
 
     def get(self, message_id: str) -> MessageView:
         return self.client.run(calls.get_message(self.namespace, self.name, message_id))
+
+    def list_messages(
+        self, states: Sequence[MessageState | str] = (), limit: int = 100
+    ) -> list[MessageView]:
+        """The newest messages first, in the states given (all when none)."""
+        return self.client.run(calls.list_messages(self.namespace, self.name, states, limit))
+
+    def cancel(self, message_id: str) -> MessageView:
+        """Remove a ready, delayed or dead message; returns it as it was."""
+        return self.client.run(calls.cancel_message(self.namespace, self.name, message_id))
 
     def stats(self) -> QueueStats:
         return self.client.run(calls.stats(self.namespace, self.name))

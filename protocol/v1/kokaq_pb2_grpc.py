@@ -99,6 +99,21 @@ class DataPlaneStub:
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ReprioritizeRequest.SerializeToString,
                 response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.CountResponse.FromString,
                 _registered_method=True)
+        self.ListMessages = channel.unary_unary(
+                '/kokaq.v1.DataPlane/ListMessages',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListMessagesRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListMessagesResponse.FromString,
+                _registered_method=True)
+        self.FindMessage = channel.unary_unary(
+                '/kokaq.v1.DataPlane/FindMessage',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.FindMessageRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Message.FromString,
+                _registered_method=True)
+        self.CancelMessage = channel.unary_unary(
+                '/kokaq.v1.DataPlane/CancelMessage',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.MessageRef.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Message.FromString,
+                _registered_method=True)
 
 
 class DataPlaneServicer:
@@ -182,6 +197,25 @@ class DataPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMessages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindMessage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelMessage(self, request, context):
+        """Remove a ready, delayed or dead message; returns it as it was.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +283,21 @@ def add_DataPlaneServicer_to_server(servicer, server):
                     servicer.Reprioritize,
                     request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ReprioritizeRequest.FromString,
                     response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.CountResponse.SerializeToString,
+            ),
+            'ListMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessages,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListMessagesRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'FindMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindMessage,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.FindMessageRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Message.SerializeToString,
+            ),
+            'CancelMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelMessage,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.MessageRef.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Message.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +651,87 @@ class DataPlane:
             '/kokaq.v1.DataPlane/Reprioritize',
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ReprioritizeRequest.SerializeToString,
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.CountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.DataPlane/ListMessages',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListMessagesRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.DataPlane/FindMessage',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.FindMessageRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Message.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.DataPlane/CancelMessage',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.MessageRef.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Message.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1391,6 +1521,122 @@ class Cluster:
             '/kokaq.v1.Cluster/Status',
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.StatusRequest.SerializeToString,
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class WorkersStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Lease = channel.unary_stream(
+                '/kokaq.v1.Workers/Lease',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LeaseRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LeaseEvent.FromString,
+                _registered_method=True)
+        self.Settle = channel.unary_unary(
+                '/kokaq.v1.Workers/Settle',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleResponse.FromString,
+                _registered_method=True)
+
+
+class WorkersServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Lease(self, request, context):
+        """Leases jobs as they become ready, never more than the credit unsettled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Settle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WorkersServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Lease': grpc.unary_stream_rpc_method_handler(
+                    servicer.Lease,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LeaseRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LeaseEvent.SerializeToString,
+            ),
+            'Settle': grpc.unary_unary_rpc_method_handler(
+                    servicer.Settle,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kokaq.v1.Workers', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kokaq.v1.Workers', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Workers:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Lease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kokaq.v1.Workers/Lease',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LeaseRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LeaseEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Settle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.Workers/Settle',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,10 @@ class DataPlaneStub:
     Release: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ReleaseRequest, _kokaq_pb2.ReleaseResponse]
     GetMessage: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.MessageRef, _kokaq_pb2.Message]
     Reprioritize: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ReprioritizeRequest, _kokaq_pb2.CountResponse]
+    ListMessages: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ListMessagesRequest, _kokaq_pb2.ListMessagesResponse]
+    FindMessage: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.FindMessageRequest, _kokaq_pb2.Message]
+    CancelMessage: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.MessageRef, _kokaq_pb2.Message]
+    """Remove a ready, delayed or dead message; returns it as it was."""
 
 @_typing.type_check_only
 class DataPlaneAsyncStub(DataPlaneStub):
@@ -65,6 +69,10 @@ class DataPlaneAsyncStub(DataPlaneStub):
     Release: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ReleaseRequest, _kokaq_pb2.ReleaseResponse]  # type: ignore[assignment]
     GetMessage: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.MessageRef, _kokaq_pb2.Message]  # type: ignore[assignment]
     Reprioritize: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ReprioritizeRequest, _kokaq_pb2.CountResponse]  # type: ignore[assignment]
+    ListMessages: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ListMessagesRequest, _kokaq_pb2.ListMessagesResponse]  # type: ignore[assignment]
+    FindMessage: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.FindMessageRequest, _kokaq_pb2.Message]  # type: ignore[assignment]
+    CancelMessage: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.MessageRef, _kokaq_pb2.Message]  # type: ignore[assignment]
+    """Remove a ready, delayed or dead message; returns it as it was."""
 
 class DataPlaneServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -157,6 +165,28 @@ class DataPlaneServicer(metaclass=_abc_1.ABCMeta):
         request: _kokaq_pb2.ReprioritizeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kokaq_pb2.CountResponse, _abc.Awaitable[_kokaq_pb2.CountResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListMessages(
+        self,
+        request: _kokaq_pb2.ListMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.ListMessagesResponse, _abc.Awaitable[_kokaq_pb2.ListMessagesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def FindMessage(
+        self,
+        request: _kokaq_pb2.FindMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.Message, _abc.Awaitable[_kokaq_pb2.Message]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelMessage(
+        self,
+        request: _kokaq_pb2.MessageRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.Message, _abc.Awaitable[_kokaq_pb2.Message]]:
+        """Remove a ready, delayed or dead message; returns it as it was."""
 
 def add_DataPlaneServicer_to_server(servicer: DataPlaneServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
@@ -338,3 +368,37 @@ class ClusterServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kokaq_pb2.ClusterStatus, _abc.Awaitable[_kokaq_pb2.ClusterStatus]]: ...
 
 def add_ClusterServicer_to_server(servicer: ClusterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class WorkersStub:
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> WorkersAsyncStub: ...
+    Lease: _grpc.UnaryStreamMultiCallable[_kokaq_pb2.LeaseRequest, _kokaq_pb2.LeaseEvent]
+    """Leases jobs as they become ready, never more than the credit unsettled."""
+    Settle: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.SettleRequest, _kokaq_pb2.SettleResponse]
+
+@_typing.type_check_only
+class WorkersAsyncStub(WorkersStub):
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Lease: _aio.UnaryStreamMultiCallable[_kokaq_pb2.LeaseRequest, _kokaq_pb2.LeaseEvent]  # type: ignore[assignment]
+    """Leases jobs as they become ready, never more than the credit unsettled."""
+    Settle: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.SettleRequest, _kokaq_pb2.SettleResponse]  # type: ignore[assignment]
+
+class WorkersServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def Lease(
+        self,
+        request: _kokaq_pb2.LeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_kokaq_pb2.LeaseEvent], _abc.AsyncIterator[_kokaq_pb2.LeaseEvent]]:
+        """Leases jobs as they become ready, never more than the credit unsettled."""
+
+    @_abc_1.abstractmethod
+    def Settle(
+        self,
+        request: _kokaq_pb2.SettleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.SettleResponse, _abc.Awaitable[_kokaq_pb2.SettleResponse]]: ...
+
+def add_WorkersServicer_to_server(servicer: WorkersServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -13,7 +13,9 @@ from kokaq.core import (
     MAX_PRIORITY,
     FailureReason,
     InvalidArgument,
+    InvalidState,
     LockLost,
+    MessageNotFound,
     MessageFilter,
     MessageSpec,
     MessageState,
@@ -223,3 +225,35 @@ def test_an_unknown_consistency_is_refused_by_the_node(node: NodeProcess) -> Non
             )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "consistency" in (caught.value.details() or "")
+
+
+def test_list_find_and_cancel_messages(client: Client) -> None:
+    namespace, name = fresh(client)
+    queue = client.queue(namespace, name)
+    first, second, third = (queue.enqueue(f"m{i}".encode()).message_id for i in range(3))
+    (leased,) = queue.dequeue()
+    assert leased.id == first
+    newest = queue.list_messages()
+    assert [m.id for m in newest] == [third, second, first]
+    assert [m.id for m in queue.list_messages(["leased"], limit=5)] == [first]
+    assert [m.id for m in queue.list_messages([MessageState.READY], limit=1)] == [third]
+    with pytest.raises(InvalidArgument) as raised:
+        queue.list_messages(["waiting"])
+    assert raised.value.field == "states"
+    with pytest.raises(InvalidArgument) as raised:
+        queue.list_messages(limit=1001)
+    assert raised.value.field == "limit"
+
+    client.create_queue(namespace, "other")
+    found = client.find_message(namespace, second)
+    assert (found.queue, found.payload) == (name, b"m1")
+    with pytest.raises(MessageNotFound):
+        client.find_message(namespace, "no-such-id")
+
+    assert queue.cancel(second).state is MessageState.READY
+    with pytest.raises(MessageNotFound):
+        queue.get(second)
+    with pytest.raises(InvalidState) as state:
+        queue.cancel(first)
+    assert state.value.state == "leased"
+    assert queue.stats().ready == 1

@@ -82,7 +82,8 @@ def test_public_names_match_all() -> None:
     exported = {name for name in dir(kokaq.core) if not name.startswith("_")}
     modules = {"admission", "backoff", "config", "engine", "errors", "indexes", "message"}
     modules |= {"namespace", "queue", "results", "scheduler", "snapshot", "validation"}
-    modules |= {"dead_letters", "engine_core", "fair", "filters", "mixes", "scheduling_ops"}
+    modules |= {"browse", "dead_letters", "engine_core", "fair", "filters", "mixes"}
+    modules |= {"scheduling_ops"}
     modules |= {"weighted"}
     modules |= {"annotations"}  # from __future__
     assert set(kokaq.core.__all__) == exported - modules
