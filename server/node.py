@@ -25,8 +25,11 @@ from kokaq.core import InvalidArgument, KokaqError, NotLeader
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.auth import ApiKey, Authenticator
 from kokaq.server.committer import Committer, wall_clock_ms
+from kokaq.server.gateway import Gateway
 from kokaq.server.operations import OPERATIONS, Role, state_digest
 from kokaq.server.replication import TICK, RaftSettings, ReplicatedEngine
+from kokaq.server.rest.app import HttpServer, create_app
+from kokaq.server.rest.health import Readiness
 from kokaq.server.service import abort_with, generic_handlers
 
 __all__ = ["NodeOptions", "serve", "split_address"]
@@ -99,6 +102,7 @@ class _Node:
         options = self.options
         raft_host, raft_port = split_address(options.raft_listen, "raft_listen")
         split_address(options.grpc_listen, "grpc_listen")
+        http_host, http_port = split_address(options.http_listen, "http_listen")
         if options.peers and not options.cluster_secret:
             raise InvalidArgument("cluster_secret", "a cluster with peers needs a secret")
         if raft_port == 0:
@@ -137,13 +141,16 @@ class _Node:
                 ("grpc.max_send_message_length", 80 * 1024 * 1024),
             ]
         )
-        server.add_generic_rpc_handlers(generic_handlers(ReplicatedExecutor(raft, committer), auth))
+        gateway = Gateway(ReplicatedExecutor(raft, committer), auth)
+        server.add_generic_rpc_handlers(generic_handlers(gateway))
         server.add_generic_rpc_handlers([_cluster_handler(raft, auth)])
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         grpc_port = server.add_insecure_port(options.grpc_listen)
         grpc_address = f"{options.grpc_listen.rpartition(':')[0]}:{grpc_port}"
         await server.start()
+        http = HttpServer(create_app(gateway, lambda: readiness(raft)), http_host, http_port)
+        await http.start()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
@@ -161,7 +168,7 @@ class _Node:
             )
         print(
             f"kokaq node ready: grpc={grpc_address} raft={raft_address} "
-            f"http={options.http_listen} data_dir={options.data_dir} "
+            f"http={http.address} data_dir={options.data_dir} "
             f"leader={raft.leader_address()}",
             flush=True,
         )
@@ -174,7 +181,7 @@ class _Node:
 
         # Shutdown: refuse new calls, let the running ones finish, then flush.
         await health.enter_graceful_shutdown()
-        await server.stop(options.shutdown_grace)
+        await asyncio.gather(server.stop(options.shutdown_grace), http.stop())
         committer.close()
         deadline = time.monotonic() + options.shutdown_grace
         while not committer.idle and time.monotonic() < deadline:
@@ -210,6 +217,22 @@ class _Node:
             await asyncio.sleep(0.5)
             if expired := committer.expire():
                 log.warning("%d write batches had no answer from the Raft log", expired)
+
+
+def readiness(raft: ReplicatedEngine) -> Readiness:
+    """Ready: a leader is known and everything known committed is applied."""
+    s = raft.getStatus()
+    leader = s.get("leader")
+    commit, applied = int(s["commit_idx"]), int(s["last_applied"])
+    if leader is None:
+        reason = "no leader is known"
+    elif applied < commit:
+        reason = f"applying the log: {applied} of {commit}"
+    else:
+        reason = "ok"
+    return Readiness(
+        reason == "ok", reason, None if leader is None else str(leader.id), commit, applied
+    )
 
 
 def _cluster_handler(

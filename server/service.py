@@ -9,28 +9,19 @@ trailer, so the client raises the same subclass.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from kokaq.core import InvalidArgument, KokaqError
 from kokaq.protocol.errors import ERROR_TRAILER, error_detail, status_for
-from kokaq.server.auth import Authenticator
-from kokaq.server.committer import new_ids
-from kokaq.server.operations import OPERATIONS, Operation, ids_needed
+from kokaq.server.gateway import Gateway
+from kokaq.server.operations import OPERATIONS, Operation
 
-__all__ = ["Executor", "abort_with", "generic_handlers"]
+__all__ = ["abort_with", "generic_handlers"]
 
 PACKAGE = "kokaq.v1"
-
-
-class Executor(Protocol):
-    """Runs operations: through Raft on a node, on a local engine in tests."""
-
-    async def write(self, name: str, request: bytes, ids: list[str]) -> Any: ...
-
-    async def read(self, name: str, request: Any) -> Any: ...
 
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: KokaqError) -> None:
@@ -58,7 +49,7 @@ def _strong(metadata: Any) -> bool:
 
 
 def _handler(
-    name: str, operation: Operation, executor: Executor, auth: Authenticator
+    name: str, operation: Operation, gateway: Gateway
 ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
@@ -67,15 +58,8 @@ def _handler(
             except DecodeError:
                 raise InvalidArgument("request", "is not a valid protobuf message") from None
             metadata = context.invocation_metadata() or ()
-            presented = auth.key_of(metadata)
-            auth.check(presented, operation.roles, operation.namespace(request))
-            if operation.write:
-                ids = new_ids(ids_needed(name, request))
-                result = await executor.write(name, raw, ids)
-            elif _strong(metadata):  # the read takes its place in the log
-                result = await executor.write(name, raw, [])
-            else:
-                result = await executor.read(name, request)
+            key = gateway.auth.key_of(metadata)
+            result = await gateway.run(name, request, key, raw=raw, strong=_strong(metadata))
             return operation.respond(result)
         except KokaqError as error:
             await abort_with(context, error)
@@ -83,14 +67,12 @@ def _handler(
     return handle
 
 
-def generic_handlers(
-    executor: Executor, auth: Authenticator
-) -> list[grpc.GenericRpcHandler[Any, Any]]:
+def generic_handlers(gateway: Gateway) -> list[grpc.GenericRpcHandler[Any, Any]]:
     """One generic handler per service of the operation table."""
     services: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
     for name, operation in OPERATIONS.items():
         services.setdefault(operation.service, {})[name] = grpc.unary_unary_rpc_method_handler(
-            _handler(name, operation, executor, auth),
+            _handler(name, operation, gateway),
             request_deserializer=None,  # raw bytes: a write is replicated as received
             response_serializer=operation.response.SerializeToString,
         )

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-_READY = re.compile(r"kokaq node ready: grpc=(\S+) raft=(\S+)")
+_READY = re.compile(r"kokaq node ready: grpc=(\S+) raft=(\S+) http=(\S+)")
 
 
 class NodeProcess:
@@ -32,12 +32,14 @@ class NodeProcess:
         self.process: subprocess.Popen[str] | None = None
         self.grpc = ""
         self.raft = ""
+        self.http = ""  # host:port of the REST API, metrics and dashboard
 
     def start(self, timeout: float = 20.0) -> NodeProcess:
         command = [
             sys.executable, "-m", "kokaq.server",
             "--data-dir", self.data_dir,
             "--grpc-listen", "127.0.0.1:0",
+            "--http-listen", "127.0.0.1:0",
             "--raft-listen", self.raft_listen,
             *self.args,
         ]  # fmt: skip
@@ -62,7 +64,7 @@ class NodeProcess:
                 self.output.append(line)
                 match = _READY.search(line)
                 if match:
-                    self.grpc, self.raft = match.group(1), match.group(2)
+                    self.grpc, self.raft, self.http = match.groups()
                     ready.set()
 
     def kill(self) -> None:

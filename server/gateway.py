@@ -1,0 +1,60 @@
+"""One way in for every front end (gRPC, REST, the worker stream): check the
+caller's key, then run the operation — a write through the replicated log,
+stamped with fresh ids; a read on the leader's engine, or through the log
+when the caller asks for a strong read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from google.protobuf.message import Message as ProtoMessage
+
+from kokaq.server.auth import Authenticator
+from kokaq.server.committer import new_ids
+from kokaq.server.operations import OPERATIONS, ids_needed
+
+__all__ = ["Executor", "Gateway"]
+
+
+class Executor(Protocol):
+    """Runs operations: through Raft on a node, on a local engine in tests."""
+
+    async def write(self, name: str, request: bytes, ids: list[str]) -> Any: ...
+
+    async def read(self, name: str, request: Any) -> Any: ...
+
+
+class Gateway:
+    def __init__(self, executor: Executor, auth: Authenticator) -> None:
+        self.executor = executor
+        self.auth = auth
+
+    def authorize(self, name: str, request: ProtoMessage, key: str | None) -> None:
+        operation = OPERATIONS[name]
+        self.auth.check(key, operation.roles, operation.namespace(request))
+
+    async def run(
+        self,
+        name: str,
+        request: ProtoMessage,
+        key: str | None,
+        *,
+        raw: bytes | None = None,
+        strong: bool = False,
+    ) -> Any:
+        """The core result of operation ``name``; raises its KokaqError.
+        ``raw`` is the request as received, replicated as it is."""
+        self.authorize(name, request, key)
+        return await self.run_authorized(name, request, raw=raw, strong=strong)
+
+    async def run_authorized(
+        self, name: str, request: ProtoMessage, *, raw: bytes | None = None, strong: bool = False
+    ) -> Any:
+        operation = OPERATIONS[name]
+        if operation.write:
+            ids = new_ids(ids_needed(name, request))
+            return await self.executor.write(name, raw or request.SerializeToString(), ids)
+        if strong:  # the read takes its place in the log
+            return await self.executor.write(name, raw or request.SerializeToString(), [])
+        return await self.executor.read(name, request)

@@ -1,0 +1,104 @@
+"""The node's HTTP face: the REST API (jobs and the engine), health, and the
+API documentation (``/openapi.json``, ``/docs``) with its assets served from
+the installed swagger-ui-bundle package — the machines have no internet.
+
+``HttpServer`` runs it with uvicorn inside the node's asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+from kokaq.server.gateway import Gateway
+from kokaq.server.rest import health, jobs, resources
+from kokaq.server.rest.errors import ERROR_SCHEMA, install_error_handlers
+from kokaq.server.rest.health import Readiness
+
+__all__ = ["HttpServer", "create_app"]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    for status, text in (
+        (400, "invalid input; `field` names it"),
+        (401, "no API key, or an unknown one"),
+        (403, "the key may not do this"),
+        (404, "no such namespace, queue or message"),
+        (409, "exists already, or in the wrong state"),
+        (413, "payload too large"),
+        (429, "queue full"),
+        (503, "not the leader (see details.leader_hint), or shutting down"),
+    )
+}
+
+
+def create_app(gateway: Gateway, readiness: Callable[[], Readiness]) -> FastAPI:
+    app = FastAPI(
+        title="kokaq",
+        summary="A replicated priority queue and job queue with weighted fair scheduling",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+        responses=_ERRORS,
+    )
+    app.state.gateway = gateway
+    app.state.readiness = readiness
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(resources.router)
+    app.include_router(health.router)
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="kokaq API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the node owns SIGTERM / SIGINT and stops us itself
+
+
+class HttpServer:
+    """uvicorn in the running loop, on a socket we bind (so port 0 works)."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        self._socket = socket.create_server((host, port), reuse_port=False)
+        self._socket.setblocking(False)
+        self.address = f"{host}:{self._socket.getsockname()[1]}"
+        config = uvicorn.Config(
+            app, lifespan="off", access_log=False, log_level="warning", timeout_graceful_shutdown=5
+        )
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
