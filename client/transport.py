@@ -23,10 +23,19 @@ from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.operations import OPERATIONS
 from kokaq.server.service import CONSISTENCY_HEADER
 
-__all__ = ["CLUSTER_STATUS", "AsyncGrpcTransport", "GrpcTransport", "RetryPolicy"]
+__all__ = [
+    "CLUSTER_STATUS",
+    "SETTLE",
+    "AsyncGrpcTransport",
+    "GrpcTransport",
+    "RetryPolicy",
+    "error_of_rpc",
+]
 
-#: The one RPC outside the engine's operation table: the node's Raft status.
+#: The RPCs outside the engine's operation table: the node's Raft status, and
+#: settling a job leased over the worker stream.
 CLUSTER_STATUS = "Status"
+SETTLE = "Settle"
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 80 * 1024 * 1024),
@@ -67,11 +76,13 @@ def _route(name: str) -> tuple[str, Any]:
     """The RPC's method path and its response type."""
     if name == CLUSTER_STATUS:
         return "/kokaq.v1.Cluster/Status", pb.ClusterStatus
+    if name == SETTLE:
+        return "/kokaq.v1.Workers/Settle", pb.SettleResponse
     operation = OPERATIONS[name]
     return f"/kokaq.v1.{operation.service}/{name}", operation.response
 
 
-def _error(error: grpc.RpcError) -> KokaqError:
+def error_of_rpc(error: grpc.RpcError) -> KokaqError:
     call: Any = error  # a failed call is also a grpc.Call, with code and trailers
     trailer = None
     for key, value in call.trailing_metadata() or ():
@@ -120,11 +131,19 @@ class _GrpcBase:
     def _new_channel(self, address: str) -> Any:
         raise NotImplementedError
 
-    def _stub(self, name: str) -> Any:
+    def _channel(self) -> Any:
         address = self._rotation.addresses[self._rotation.current]
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = self._new_channel(address)
+        return channel
+
+    def failed(self, error: KokaqError) -> None:
+        """Move on from the node in use (to the leader the error names, if any)."""
+        self._rotation.failed(error)
+
+    def _stub(self, name: str) -> Any:
+        channel = self._channel()
         path, response = _route(name)
         return channel.unary_unary(
             path,
@@ -148,7 +167,7 @@ class GrpcTransport(_GrpcBase):
             try:
                 return self._stub(name)(request, timeout=self._timeout, metadata=self._metadata)
             except grpc.RpcError as rpc_error:
-                self._retry_or_raise(_error(rpc_error), started)
+                self._retry_or_raise(error_of_rpc(rpc_error), started)
             time.sleep(self._retry.delay(attempt))
             attempt += 1
 
@@ -170,9 +189,19 @@ class AsyncGrpcTransport(_GrpcBase):
                     request, timeout=self._timeout, metadata=self._metadata
                 )
             except grpc.RpcError as rpc_error:
-                self._retry_or_raise(_error(rpc_error), started)
+                self._retry_or_raise(error_of_rpc(rpc_error), started)
             await asyncio.sleep(self._retry.delay(attempt))
             attempt += 1
+
+    def lease_stream(self, request: pb.LeaseRequest) -> Any:
+        """Open ``Workers.Lease`` on the node in use: an async iterator of
+        ``LeaseEvent``. No retries here: the worker reconnects (``failed``)."""
+        open_stream = self._channel().unary_stream(
+            "/kokaq.v1.Workers/Lease",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.LeaseEvent.FromString,
+        )
+        return open_stream(request, metadata=self._metadata)
 
     async def close(self) -> None:
         for channel in self._channels.values():

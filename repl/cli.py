@@ -227,8 +227,9 @@ def _register() -> None:
     from kokaq.repl.admin import namespace, queue  # noqa: PLC0415
     from kokaq.repl.cluster import cluster  # noqa: PLC0415
     from kokaq.repl.messages import COMMANDS  # noqa: PLC0415
+    from kokaq.repl.worker import worker  # noqa: PLC0415
 
-    for command in [namespace, queue, *COMMANDS, cluster]:
+    for command in [namespace, queue, *COMMANDS, cluster, worker]:
         cli.add_command(command)
 
 

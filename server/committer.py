@@ -49,10 +49,11 @@ class LogWriter(Protocol):
 
 
 class _Batch:
-    __slots__ = ("futures", "started")
+    __slots__ = ("futures", "names", "started")
 
-    def __init__(self, futures: list[asyncio.Future[Any]]) -> None:
+    def __init__(self, futures: list[asyncio.Future[Any]], names: list[str]) -> None:
         self.futures = futures
+        self.names = names
         self.started = time.monotonic()
 
 
@@ -64,8 +65,10 @@ class Committer:
         max_in_flight: int = 4,
         max_batch_bytes: int = 4 * 1024 * 1024,
         timeout: float = 10.0,
+        on_applied: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._log = log
+        self._on_applied = on_applied  # told the operation names of each applied batch
         self._loop = asyncio.get_running_loop()
         self._pending: list[tuple[list[Any], asyncio.Future[Any]]] = []
         self._in_flight: set[_Batch] = set()
@@ -106,7 +109,7 @@ class Committer:
             taken, self._pending = self._pending[:count], self._pending[count:]
             operations = [operation for operation, _ in taken]
             futures = [future for _, future in taken]
-            batch = _Batch(futures)
+            batch = _Batch(futures, [operation[0] for operation in operations])
             self._in_flight.add(batch)
             payload = msgpack.packb([wall_clock_ms(), operations])
             self.batches += 1
@@ -133,6 +136,8 @@ class Committer:
         for future, result in zip(batch.futures, results, strict=True):
             if not future.done():
                 future.set_result(result)
+        if self._on_applied is not None and not error:
+            self._on_applied(batch.names)
         if self._pending and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)

@@ -31,6 +31,7 @@ from kokaq.server.replication import TICK, RaftSettings, ReplicatedEngine
 from kokaq.server.rest.app import HttpServer, create_app
 from kokaq.server.rest.health import Readiness
 from kokaq.server.service import abort_with, generic_handlers
+from kokaq.server.workers import Wakeup, WorkerSessions
 
 __all__ = ["NodeOptions", "serve", "split_address"]
 
@@ -131,7 +132,8 @@ class _Node:
             settings=options.raft,
             on_snapshot=snapshot_installed,
         )
-        committer = Committer(raft, timeout=options.commit_timeout)
+        wakeup = Wakeup()
+        committer = Committer(raft, timeout=options.commit_timeout, on_applied=wakeup.applied)
         committer_box.append(committer)
         auth = Authenticator(options.api_keys)
 
@@ -144,6 +146,8 @@ class _Node:
         gateway = Gateway(ReplicatedExecutor(raft, committer), auth)
         server.add_generic_rpc_handlers(generic_handlers(gateway))
         server.add_generic_rpc_handlers([_cluster_handler(raft, auth)])
+        workers = WorkerSessions(gateway, wakeup)
+        server.add_generic_rpc_handlers([workers.handler()])
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         grpc_port = server.add_insecure_port(options.grpc_listen)
@@ -181,6 +185,7 @@ class _Node:
 
         # Shutdown: refuse new calls, let the running ones finish, then flush.
         await health.enter_graceful_shutdown()
+        workers.stop()
         await asyncio.gather(server.stop(options.shutdown_grace), http.stop())
         committer.close()
         deadline = time.monotonic() + options.shutdown_grace

@@ -1,0 +1,362 @@
+"""``Worker``: runs job handlers on jobs the node pushes over a stream.
+
+    worker = Worker("127.0.0.1:9000", queues={"high": 5, "low": 1}, concurrency=8)
+
+    @worker.handler("email_send")
+    def send(job: Job) -> None:       # or an ``async def``
+        smtp.send(**job.payload)
+
+    worker.run()                      # until SIGTERM / SIGINT
+
+The node leases jobs to the worker as they become ready, never more than its
+credit (``prefetch``, by default ``concurrency``) unsettled at once; each
+settle gives one back. While a handler runs, its lease is refreshed every
+third of the visibility timeout, so a long job keeps it. A handler that
+returns acks the job; one that raises nacks it with ``"Type: message"`` as
+the job's ``last_error`` (the queue's backoff decides when it runs again,
+and its max deliveries when it goes to the dead-letter queue). A job whose
+type has no handler is nacked the same way.
+
+Stopping (SIGTERM, ``stop()``): take no more jobs, release the ones not
+started, let running handlers finish within ``grace`` seconds, release the
+jobs of those that did not, and return. Released jobs keep their attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from kokaq.client.calls import queue_weights
+from kokaq.client.transport import SETTLE, AsyncGrpcTransport, RetryPolicy, error_of_rpc
+from kokaq.core import (
+    FailureReason,
+    InvalidArgument,
+    KokaqError,
+    LockLost,
+    MessageView,
+    PermissionDenied,
+    Unauthenticated,
+)
+from kokaq.protocol import convert as cv
+from kokaq.protocol.v1 import kokaq_pb2 as pb
+
+__all__ = ["Handler", "Job", "Worker"]
+
+log = logging.getLogger("kokaq.worker")
+
+_FATAL = (Unauthenticated, PermissionDenied, InvalidArgument)
+_MAX_ERROR = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One leased job, as a handler sees it."""
+
+    id: str
+    type: str | None
+    payload: Any  # the JSON value for JSON jobs, else the bytes
+    attempts: int  # deliveries so far, this one included
+    message: MessageView
+
+    @property
+    def queue(self) -> str:
+        return self.message.queue
+
+    @property
+    def namespace(self) -> str:
+        return self.message.namespace
+
+
+Handler = Callable[[Job], Any]
+
+
+def job_of(message: MessageView) -> Job:
+    headers = message.headers
+    payload: Any = message.payload
+    if headers is not None and headers.content_type == "application/json":
+        with contextlib.suppress(ValueError):
+            payload = json.loads(message.payload)
+    return Job(message.id, headers.type if headers else None, payload, message.deliveries, message)
+
+
+def error_summary(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return text[:_MAX_ERROR]
+
+
+class Worker:
+    def __init__(
+        self,
+        server: str | Sequence[str] = "127.0.0.1:9000",
+        *,
+        namespace: str = "default",
+        queues: Sequence[str] | Mapping[str, int] = ("default",),
+        concurrency: int = 8,
+        prefetch: int | None = None,
+        api_key: str | None = None,
+        worker_id: str | None = None,
+        visibility_timeout_ms: int | None = None,
+        grace: float = 30.0,
+        transport: AsyncGrpcTransport | None = None,
+    ) -> None:
+        if not 1 <= concurrency <= 1000:
+            raise InvalidArgument("concurrency", "must be 1 to 1000")
+        if prefetch is not None and not 1 <= prefetch <= 1000:
+            raise InvalidArgument("prefetch", "must be 1 to 1000")
+        if grace < 0:
+            raise InvalidArgument("grace", "must be 0 or more seconds")
+        weights = queues if isinstance(queues, Mapping) else dict.fromkeys(queues, 1)
+        self.namespace = namespace
+        self.queues = queue_weights(weights)
+        self.concurrency = concurrency
+        self.prefetch = prefetch or concurrency
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.visibility_timeout_ms = visibility_timeout_ms
+        self.grace = grace
+        self._server = server
+        self._api_key = api_key
+        self._transport = transport
+        self._handlers: dict[str, Handler] = {}
+        self._stopping: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.processed = 0  # jobs settled, for tests and logs
+        self.failed = 0
+
+    # -- registration ------------------------------------------------------------------
+
+    def handler(self, job_type: str) -> Callable[[Handler], Handler]:
+        """Register the function that runs jobs of ``job_type``."""
+
+        def register(function: Handler) -> Handler:
+            if job_type in self._handlers:
+                raise InvalidArgument("job_type", f"{job_type!r} has a handler already")
+            self._handlers[job_type] = function
+            return function
+
+        return register
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        return dict(self._handlers)
+
+    @property
+    def job_types(self) -> list[str]:
+        return sorted(self._handlers)
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            await self.run_async(stop)
+
+        asyncio.run(main())
+
+    def stop(self) -> None:
+        """Ask a running worker to stop (thread-safe)."""
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+
+    async def run_async(self, stop: asyncio.Event | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = stop or asyncio.Event()
+        transport = self._transport or AsyncGrpcTransport(
+            self._server, api_key=self._api_key, retry=RetryPolicy(timeout=30.0)
+        )
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kokaq-worker")
+        inbox: asyncio.Queue[tuple[str, MessageView] | None] = asyncio.Queue()
+        running: dict[asyncio.Task[None], tuple[str, MessageView]] = {}
+        runners = [
+            asyncio.create_task(self._runner(transport, pool, inbox, running))
+            for _ in range(self.concurrency)
+        ]
+        feeder = asyncio.create_task(self._feed(transport, inbox))
+        stopped = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait({feeder, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if feeder in done:
+                feeder.result()  # a fatal error (a refused key, say) ends the worker
+        finally:
+            self._stopping.set()
+            feeder.cancel()
+            stopped.cancel()
+            await self._drain(transport, inbox, runners, running)
+            pool.shutdown(wait=False, cancel_futures=True)
+            if self._transport is None:
+                await transport.close()
+
+    async def _drain(
+        self,
+        transport: AsyncGrpcTransport,
+        inbox: asyncio.Queue[tuple[str, MessageView] | None],
+        runners: list[asyncio.Task[None]],
+        running: dict[asyncio.Task[None], tuple[str, MessageView]],
+    ) -> None:
+        """Release what waits, let what runs finish within the grace period,
+        then release what is still running."""
+        while not inbox.empty():
+            item = inbox.get_nowait()
+            if item is not None:
+                await self._release(transport, *item)
+        for _ in runners:
+            inbox.put_nowait(None)
+        _, late = await asyncio.wait(runners, timeout=self.grace) if runners else ((), ())
+        for task in late:
+            item = running.get(task)
+            task.cancel()
+            if item is not None:
+                await self._release(transport, *item)
+
+    async def _feed(
+        self,
+        transport: AsyncGrpcTransport,
+        inbox: asyncio.Queue[tuple[str, MessageView] | None],
+    ) -> None:
+        """Hold a lease stream open, reconnecting (to the leader) when it breaks."""
+        request = pb.LeaseRequest(
+            namespace=self.namespace,
+            queues=[pb.QueueWeight(queue=q, weight=w) for q, w in self.queues],
+            credit=self.prefetch,
+            visibility_timeout_ms=self.visibility_timeout_ms,
+            worker_id=self.worker_id,
+        )
+        attempt = 0
+        while True:
+            session = ""
+            try:
+                async for event in transport.lease_stream(request):
+                    if event.session_id:
+                        session, attempt = event.session_id, 0
+                        log.info("worker %s leasing from %s", self.worker_id, self.queues)
+                    for message in event.jobs:
+                        inbox.put_nowait((session, cv.message_from_proto(message)))
+                error: KokaqError | None = None  # the node ended the stream: it is stopping
+            except grpc.RpcError as rpc_error:
+                error = error_of_rpc(rpc_error)
+                if isinstance(error, _FATAL):
+                    raise error from None
+                log.warning("lease stream: %s; reconnecting", error.message)
+            if error is not None:
+                transport.failed(error)
+            await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+            attempt = min(attempt + 1, 6)
+
+    async def _runner(
+        self,
+        transport: AsyncGrpcTransport,
+        pool: ThreadPoolExecutor,
+        inbox: asyncio.Queue[tuple[str, MessageView] | None],
+        running: dict[asyncio.Task[None], tuple[str, MessageView]],
+    ) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while (item := await inbox.get()) is not None:
+            assert self._stopping is not None
+            if self._stopping.is_set():
+                await self._release(transport, *item)
+                continue
+            running[me] = item
+            try:
+                await self._process(transport, pool, *item)
+            finally:
+                running.pop(me, None)
+
+    async def _process(
+        self,
+        transport: AsyncGrpcTransport,
+        pool: ThreadPoolExecutor,
+        session: str,
+        message: MessageView,
+    ) -> None:
+        job = job_of(message)
+        handler = self._handlers.get(job.type or "")
+        heartbeat = asyncio.create_task(self._heartbeat(transport, message))
+        error: BaseException | None = None
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for job type {job.type!r} on {self.worker_id}")
+            if inspect.iscoroutinefunction(handler):
+                await handler(job)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(pool, handler, job)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as failure:  # the handler's failure is the job's, not ours
+            error = failure
+        finally:
+            heartbeat.cancel()
+        lock = _lock(message)
+        if error is None:
+            settle = pb.SettleRequest(session_id=session, ack=lock)
+        else:
+            self.failed += 1
+            reason = FailureReason.PROCESSING_ERROR
+            if handler is None:
+                reason = FailureReason.UNAUTHORIZED_HANDLER
+            nack = pb.NackRequest(
+                lock=lock,
+                reason=cv.failure_reason_to_proto(reason),
+                error=error_summary(error),
+            )
+            settle = pb.SettleRequest(session_id=session, nack=nack)
+        await self._settle(transport, settle, message)
+
+    async def _heartbeat(self, transport: AsyncGrpcTransport, message: MessageView) -> None:
+        """Refresh the lease every third of its length while the handler runs."""
+        lease_ms = max(1_000, (message.lock_deadline or 0) - int(time.time() * 1000))
+        while True:
+            await asyncio.sleep(lease_ms / 3000)
+            try:
+                await transport.call("Refresh", _lock(message))
+            except LockLost:
+                log.warning("job %s lost its lease; another worker may run it", message.id)
+                return
+            except KokaqError as error:
+                log.warning("job %s: lease refresh failed: %s", message.id, error.message)
+
+    async def _settle(
+        self, transport: AsyncGrpcTransport, settle: pb.SettleRequest, message: MessageView
+    ) -> None:
+        try:
+            await transport.call(SETTLE, settle)
+            self.processed += 1
+        except LockLost:
+            log.warning("job %s was settled or its lease ran out before the answer", message.id)
+        except KokaqError as error:
+            log.error("job %s: settling failed: %s", message.id, error.message)
+
+    async def _release(
+        self, transport: AsyncGrpcTransport, session: str, message: MessageView
+    ) -> None:
+        release = pb.ReleaseRequest(lock=_lock(message))
+        await self._settle(
+            transport, pb.SettleRequest(session_id=session, release=release), message
+        )
+
+
+def _lock(message: MessageView) -> pb.LockRef:
+    return pb.LockRef(
+        namespace=message.namespace,
+        queue=message.queue,
+        message_id=message.id,
+        lock_id=message.lock_id or "",
+    )

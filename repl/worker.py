@@ -1,0 +1,121 @@
+"""``kokaq worker module:attr``: run job handlers until SIGTERM.
+
+``module:attr`` names a ``kokaq.client.Worker`` (its handlers are used; the
+connection and concurrency come from the command line) or a mapping of job
+type to handler.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+from kokaq.core import InvalidArgument
+from kokaq.repl.session import Session, client_command
+
+__all__ = ["parse_queues", "worker"]
+
+
+def parse_queues(text: str) -> dict[str, int]:
+    """``a,b`` (weight 1 each) or ``high:5,low:1``."""
+    queues: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, weight = item.partition(":")
+        if not weight:
+            queues[name] = 1
+        elif weight.isdigit() and int(weight) >= 1:
+            queues[name] = int(weight)
+        else:
+            raise InvalidArgument("queues", f"weight of {name!r} must be a whole number >= 1")
+    if not queues:
+        raise InvalidArgument("queues", "name at least one queue")
+    return queues
+
+
+def load_handlers(target: str) -> Mapping[str, Any]:
+    from kokaq.client import Worker  # noqa: PLC0415
+
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise InvalidArgument("target", "must be module:attribute, e.g. app.jobs:worker")
+    sys.path.insert(0, ".")  # as `python -m` would: the working directory's modules
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as error:
+        raise InvalidArgument("target", f"cannot load {target}: {error}") from None
+    handlers = found.handlers if isinstance(found, Worker) else found
+    if not isinstance(handlers, Mapping) or not handlers:
+        raise InvalidArgument("target", f"{target} is neither a Worker nor a mapping of handlers")
+    return handlers
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  kokaq worker app.jobs:worker --queues emails,reports --concurrency 8
+  kokaq worker app.jobs:handlers --queues high:5,low:1 -n billing
+  KOKAQ_WORKER_QUEUES=high:5,low:1 kokaq worker app.jobs:worker"""
+)
+@click.argument("target")
+@click.option(
+    "--queues",
+    envvar="KOKAQ_WORKER_QUEUES",
+    default="default",
+    show_default=True,
+    help="Queues, comma-separated, with weights as name:weight [env KOKAQ_WORKER_QUEUES].",
+)
+@click.option(
+    "--concurrency",
+    envvar="KOKAQ_WORKER_CONCURRENCY",
+    type=click.IntRange(1, 1000),
+    default=8,
+    show_default=True,
+    help="Handlers running at once [env KOKAQ_WORKER_CONCURRENCY].",
+)
+@click.option("--prefetch", type=click.IntRange(1, 1000), help="Jobs held at once [concurrency].")
+@click.option("--worker-id", envvar="KOKAQ_WORKER_ID", help="Name in logs [env KOKAQ_WORKER_ID].")
+@click.option("--grace", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Seconds running jobs get to finish on SIGTERM.")  # fmt: skip
+@client_command
+def worker(
+    session: Session,
+    target: str,
+    queues: str,
+    concurrency: int,
+    prefetch: int | None,
+    worker_id: str | None,
+    grace: float,
+) -> None:
+    """Run job handlers on jobs leased from the node, until SIGTERM."""
+    from kokaq.client import Worker  # noqa: PLC0415
+
+    handlers = load_handlers(target)
+    runner = Worker(
+        list(session.servers),
+        namespace=session.namespace,
+        queues=parse_queues(queues),
+        concurrency=concurrency,
+        prefetch=prefetch,
+        api_key=session.api_key,
+        worker_id=worker_id,
+        grace=grace,
+    )
+    for job_type, handler in handlers.items():
+        runner.handler(job_type)(handler)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    click.echo(
+        f"kokaq worker {runner.worker_id}: types {', '.join(runner.job_types)} "
+        f"from {', '.join(f'{q}:{w}' for q, w in runner.queues)}",
+        err=True,
+    )
+    runner.run()
+    click.echo(
+        f"kokaq worker {runner.worker_id} stopped: {runner.processed} jobs settled", err=True
+    )

@@ -1,0 +1,212 @@
+"""``kokaq.v1.Workers``: jobs pushed to workers over a long-lived stream.
+
+A worker opens ``Lease`` with a credit (its prefetch window). The node leases
+up to that many jobs for it (a ``Dequeue`` through the log, like any other)
+and sends them as they become ready; when the worker has all it may hold,
+the node waits for ``Settle`` calls to give credit back. With credit free and
+nothing ready, the session sleeps until the log applies something that can
+make a job ready — an enqueue, a nack, a release, a redrive, a tick that
+promoted delayed jobs or ended leases — so no one polls. (A session also
+looks again every few seconds, and forgets leases whose deadline passed:
+their jobs went back to the queue, so their credit is free.)
+
+On shutdown every session ends its stream cleanly (status OK); the worker
+reconnects to another node, or waits for this one to come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from kokaq.core import MAX_BATCH, InvalidArgument, KokaqError
+from kokaq.protocol import convert as cv
+from kokaq.protocol.v1 import kokaq_pb2 as pb
+from kokaq.server.committer import new_ids, wall_clock_ms
+from kokaq.server.gateway import Gateway
+from kokaq.server.replication import TICK
+from kokaq.server.service import abort_with
+
+__all__ = ["WAKING_OPERATIONS", "WorkerSessions", "Wakeup"]
+
+log = logging.getLogger("kokaq.server.workers")
+
+#: Operations whose application can make a job ready.
+WAKING_OPERATIONS = frozenset(
+    {"Enqueue", "EnqueueBatch", "Nack", "Release", "RedriveDead", "UpdateQueue", TICK}
+)
+_RECHECK_SECONDS = 2.0
+
+
+class Wakeup:
+    """A broadcast: take ``current()`` before looking for work, then wait on
+    it; a ``notify()`` in between is never missed."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def current(self) -> asyncio.Event:
+        return self._event
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    def applied(self, names: list[str]) -> None:
+        if not WAKING_OPERATIONS.isdisjoint(names):
+            self.notify()
+
+
+class _Session:
+    def __init__(self, session_id: str, credit: int) -> None:
+        self.id = session_id
+        self.credit = credit
+        self.held: dict[tuple[str, str], int] = {}  # (message id, lock id) -> lock deadline
+        self.settled = asyncio.Event()
+
+    def free(self, now: int) -> int:
+        for lock, deadline in list(self.held.items()):
+            if deadline <= now:  # the lease ran out; the job is back in its queue
+                del self.held[lock]
+        return self.credit - len(self.held)
+
+
+async def _first(*events: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+class WorkerSessions:
+    def __init__(self, gateway: Gateway, wakeup: Wakeup) -> None:
+        self._gateway = gateway
+        self._wakeup = wakeup
+        self._sessions: dict[str, _Session] = {}
+        self._stopping = asyncio.Event()
+
+    @property
+    def count(self) -> int:
+        return len(self._sessions)
+
+    def stop(self) -> None:
+        """End every stream (cleanly, status OK)."""
+        self._stopping.set()
+
+    async def lease(
+        self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.LeaseEvent]:
+        try:
+            request = _parse(pb.LeaseRequest, raw)
+            dequeue = _dequeue_request(request)
+            key = self._gateway.auth.key_of(context.invocation_metadata() or ())
+            self._gateway.authorize("Dequeue", dequeue, key)
+        except KokaqError as error:
+            await abort_with(context, error)
+            return
+        session = _Session(new_ids(1)[0], int(request.credit))
+        self._sessions[session.id] = session
+        try:
+            yield pb.LeaseEvent(session_id=session.id)
+            while not self._stopping.is_set():
+                work = self._wakeup.current()
+                free = session.free(wall_clock_ms())
+                if free <= 0:
+                    session.settled.clear()
+                    await _first(session.settled, self._stopping, timeout=_RECHECK_SECONDS)
+                    continue
+                dequeue.max_count = free
+                jobs = await self._gateway.run_authorized("Dequeue", dequeue)
+                if not jobs:
+                    await _first(work, self._stopping, timeout=_RECHECK_SECONDS)
+                    continue
+                for job in jobs:
+                    session.held[(job.id, job.lock_id)] = job.lock_deadline
+                yield pb.LeaseEvent(jobs=[cv.message_to_proto(job) for job in jobs])
+        except KokaqError as error:  # not the leader any more, say
+            await abort_with(context, error)
+        finally:
+            self._sessions.pop(session.id, None)
+
+    async def settle(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """Ack, nack or release one job, and give its credit back to the session.
+        A settle that fails (a lost lock, say) frees the credit all the same:
+        the job is no longer the worker's."""
+        try:
+            request = _parse(pb.SettleRequest, raw)
+        except KokaqError as error:
+            await abort_with(context, error)
+            return None
+        try:
+            key = self._gateway.auth.key_of(context.invocation_metadata() or ())
+            return pb.SettleResponse(outcome=await self._settle(request, key))
+        except KokaqError as error:
+            await abort_with(context, error)
+            return None
+        finally:
+            self._give_back(request)
+
+    async def _settle(self, request: pb.SettleRequest, key: str | None) -> str:
+        outcome = request.WhichOneof("outcome")
+        if outcome == "ack":
+            await self._gateway.run("Ack", request.ack, key)
+            return "acked"
+        if outcome == "nack":
+            return str((await self._gateway.run("Nack", request.nack, key)).outcome)
+        if outcome == "release":
+            await self._gateway.run("Release", request.release, key)
+            return "released"
+        raise InvalidArgument("outcome", "give ack, nack or release")
+
+    def _give_back(self, request: pb.SettleRequest) -> None:
+        session = self._sessions.get(request.session_id)
+        if session is None:
+            return
+        outcome = request.WhichOneof("outcome")
+        if outcome is not None:
+            settled = getattr(request, outcome)
+            lock = settled if outcome == "ack" else settled.lock
+            session.held.pop((lock.message_id, lock.lock_id), None)
+        session.settled.set()
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        return grpc.method_handlers_generic_handler(
+            "kokaq.v1.Workers",
+            {
+                "Lease": grpc.unary_stream_rpc_method_handler(
+                    self.lease,
+                    request_deserializer=None,
+                    response_serializer=pb.LeaseEvent.SerializeToString,
+                ),
+                "Settle": grpc.unary_unary_rpc_method_handler(
+                    self.settle,
+                    request_deserializer=None,
+                    response_serializer=pb.SettleResponse.SerializeToString,
+                ),
+            },
+        )
+
+
+def _parse(cls: Any, raw: bytes) -> Any:
+    try:
+        return cls.FromString(raw)
+    except DecodeError:
+        raise InvalidArgument("request", "is not a valid protobuf message") from None
+
+
+def _dequeue_request(request: pb.LeaseRequest) -> pb.DequeueRequest:
+    if not request.queues:
+        raise InvalidArgument("queues", "name at least one queue")
+    if not 1 <= request.credit <= MAX_BATCH:
+        raise InvalidArgument("credit", f"must be 1 to {MAX_BATCH}")
+    dequeue = pb.DequeueRequest(namespace=request.namespace, queues=request.queues)
+    if request.HasField("visibility_timeout_ms"):
+        dequeue.visibility_timeout_ms = request.visibility_timeout_ms
+    return dequeue

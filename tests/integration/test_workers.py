@@ -1,0 +1,210 @@
+"""Real worker processes (``kokaq worker``) against a real node: jobs pushed
+over the lease stream, retries into the DLQ, heartbeats, SIGTERM, weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.nodes import NodeProcess, wait_until
+
+HANDLERS = """
+import os, time
+from kokaq.client import Worker
+
+worker = Worker()
+LOG = os.environ["JOB_LOG"]
+
+
+def record(*fields):
+    with open(LOG, "a") as log:
+        log.write(" ".join(str(f) for f in fields) + "\\n")
+
+
+@worker.handler("ok")
+def ok(job):
+    record("ran", job.id, job.queue, job.attempts, time.time())
+
+
+@worker.handler("fail")
+def fail(job):
+    record("ran", job.id, job.queue, job.attempts, time.time())
+    raise ValueError("boom")
+
+
+@worker.handler("slow")
+async def slow(job):
+    import asyncio
+    record("start", job.id, job.queue, job.attempts, time.time())
+    await asyncio.sleep(job.payload["seconds"])
+    record("end", job.id, job.queue, job.attempts, time.time())
+"""
+
+
+@pytest.fixture(scope="module")
+def http(node: NodeProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"http://{node.http}", timeout=10) as client:
+        yield client
+
+
+class Workers:
+    """``kokaq worker`` processes and the log their handlers write."""
+
+    def __init__(self, node: NodeProcess, directory: Path) -> None:
+        self.node = node
+        self.directory = directory
+        (directory / "job_handlers.py").write_text(textwrap.dedent(HANDLERS))
+        self.log = directory / "jobs.log"
+        self.log.touch()
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, queues: str, *args: str) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "kokaq.repl", "worker", "job_handlers:worker",
+                   "--server", self.node.grpc, "--queues", queues, *args]  # fmt: skip
+        env = {**os.environ, "JOB_LOG": str(self.log)}
+        output = self.directory / f"worker{len(self.processes)}.out"
+        with output.open("w") as sink:
+            process = subprocess.Popen(
+                command, cwd=self.directory, env=env, stdout=sink, stderr=subprocess.STDOUT
+            )
+        self.processes.append(process)
+        return process
+
+    def output(self, index: int) -> str:
+        return (self.directory / f"worker{index}.out").read_text()
+
+    def lines(self, kind: str = "ran") -> list[list[str]]:
+        rows = [line.split() for line in self.log.read_text().splitlines()]
+        return [row[1:] for row in rows if row and row[0] == kind]
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(10)
+
+
+@pytest.fixture
+def workers(node: NodeProcess, tmp_path: Path) -> Iterator[Workers]:
+    running = Workers(node, tmp_path)
+    yield running
+    running.stop_all()
+
+
+def make_queue(http: httpx.Client, **config: Any) -> str:
+    name = f"w-{uuid.uuid4().hex[:8]}"
+    http.post("/v1/namespaces", json={"name": "default"})  # exists after the first test
+    response = http.post("/v1/namespaces/default/queues", json={"name": name, "config": config})
+    assert response.status_code == 201, response.text
+    return name
+
+
+def submit(http: httpx.Client, queue: str, job_type: str, payload: Any = 0, **job: Any) -> str:
+    body = {"type": job_type, "payload": payload, "queue": queue, **job}
+    response = http.post("/v1/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def job(http: httpx.Client, job_id: str) -> dict[str, Any]:
+    return dict(http.get(f"/v1/jobs/{job_id}").json())
+
+
+def statuses(http: httpx.Client, ids: list[str]) -> Counter[str]:
+    return Counter(job(http, i)["status"] for i in ids)
+
+
+def test_jobs_succeed_and_each_runs_once(http: httpx.Client, workers: Workers) -> None:
+    queue = make_queue(http)
+    ids = [submit(http, queue, "ok", {"n": n}) for n in range(30)]
+    workers.start(queue, "--concurrency", "4")
+    wait_until(lambda: statuses(http, ids)["succeeded"] == 30, timeout=30)
+    ran = [row[0] for row in workers.lines()]
+    assert sorted(ran) == sorted(ids)  # each exactly once
+    assert all(job(http, i)["attempts"] == 1 for i in ids[:3])
+
+    # An idle worker is pushed a new job at once: no polling interval to wait out.
+    before = time.time()
+    late = submit(http, queue, "ok", "late")
+    wait_until(lambda: job(http, late)["status"] == "succeeded", timeout=10)
+    started = float(next(row for row in workers.lines() if row[0] == late)[3])
+    assert started - before < 1.5  # the node re-checks idle sessions only every 2 s
+
+
+def test_failing_handler_retries_with_backoff_then_dead_letters(
+    http: httpx.Client, workers: Workers
+) -> None:
+    queue = make_queue(http, backoff={"base_ms": 200, "factor": 2.0})
+    failing = submit(http, queue, "fail", max_retries=2)
+    unknown = submit(http, queue, "no_such_type", max_retries=0)
+    workers.start(queue)
+    wait_until(lambda: job(http, failing)["status"] == "dead", timeout=30)
+    dead = job(http, failing)
+    assert (dead["attempts"], dead["last_error"]) == (3, "ValueError: boom")
+    runs = sorted(float(row[3]) for row in workers.lines() if row[0] == failing)
+    assert len(runs) == 3
+    assert runs[1] - runs[0] >= 0.2 and runs[2] - runs[1] >= 0.4  # 200 ms, then 400 ms
+    wait_until(lambda: job(http, unknown)["status"] == "dead", timeout=10)
+    orphan = job(http, unknown)
+    assert orphan["failure_reason"] == "unauthorized_handler"
+    assert "no handler for job type 'no_such_type'" in orphan["last_error"]
+    dlq = http.get("/v1/dlq", params={"queue": queue}).json()["jobs"]
+    assert {j["id"] for j in dlq} == {failing, unknown}
+
+
+def test_a_long_handler_keeps_its_lease_by_heartbeats(http: httpx.Client, workers: Workers) -> None:
+    queue = make_queue(http, visibility_timeout_ms=1_000)
+    long_job = submit(http, queue, "slow", {"seconds": 3.5})
+    workers.start(queue, "--concurrency", "2")
+    workers.start(queue, "--concurrency", "2")  # would take the job if its lease ran out
+    wait_until(lambda: job(http, long_job)["status"] == "succeeded", timeout=30)
+    assert job(http, long_job)["attempts"] == 1
+    assert len(workers.lines("start")) == 1 and len(workers.lines("end")) == 1
+
+
+def test_sigterm_mid_job_loses_nothing_and_runs_nothing_twice(
+    http: httpx.Client, workers: Workers
+) -> None:
+    queue = make_queue(http)
+    ids = [submit(http, queue, "slow", {"seconds": 1.5}) for _ in range(6)]
+    first = workers.start(queue, "--concurrency", "2", "--grace", "10")
+    wait_until(lambda: len(workers.lines("start")) == 2, timeout=20)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(20) == 0
+    assert "stopped: 2 jobs settled" in workers.output(0)
+    assert len(workers.lines("end")) == 2  # the running jobs finished within the grace
+    counts = statuses(http, ids)
+    assert counts == {"succeeded": 2, "pending": 4}, counts
+    assert all(job(http, i)["attempts"] == 0 for i in ids if job(http, i)["status"] == "pending")
+
+    workers.start(queue, "--concurrency", "4")
+    wait_until(lambda: statuses(http, ids)["succeeded"] == 6, timeout=30)
+    ended = [row[0] for row in workers.lines("end")]
+    assert sorted(ended) == sorted(ids)  # every job ran to its end exactly once
+
+
+def test_weighted_queues_split_as_configured(http: httpx.Client, workers: Workers) -> None:
+    high, low = make_queue(http), make_queue(http)
+    for queue in (high, low):
+        batch = [{"payload": "{}", "headers": {"type": "ok", "content_type": "application/json"},
+                  "max_deliveries": 4} for _ in range(200)]  # fmt: skip
+        response = http.post(f"/v1/namespaces/default/queues/{queue}/messages",
+                             json={"messages": batch})  # fmt: skip
+        assert response.status_code == 201
+    workers.start(f"{high}:3,{low}:1", "--concurrency", "1", "--prefetch", "1")
+    wait_until(lambda: len(workers.lines()) >= 200, timeout=60)
+    first = [row[1] for row in workers.lines()[:200]]
+    share = first.count(high) / len(first)
+    assert 0.70 <= share <= 0.80, share  # 3:1 is 0.75
