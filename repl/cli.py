@@ -142,6 +142,12 @@ def version() -> None:
     help="How often the leader sends append-entries (heartbeats).",
 )
 @click.option(
+    "--metrics-need-key",
+    is_flag=True,
+    envvar="KOKAQ_METRICS_NEED_KEY",
+    help="Serve /metrics only to requests with an API key (default: open to scrapers).",
+)
+@click.option(
     "--compaction-entries",
     type=click.IntRange(min=10),
     default=20_000,
@@ -158,6 +164,7 @@ def server(
     api_keys: tuple[str, ...],
     election_timeout: tuple[int, int],
     heartbeat: int,
+    metrics_need_key: bool,
     compaction_entries: int,
 ) -> None:
     """Run a node (a single durable node unless --peers is given).
@@ -183,6 +190,7 @@ def server(
             peers=tuple(p.strip() for p in peers.split(",") if p.strip()),
             api_keys=tuple(parse_keys(api_keys)),
             cluster_secret=cluster_secret,
+            metrics_need_key=metrics_need_key,
             raft=raft_settings(election_timeout, heartbeat, compaction_entries),
         )
         serve(options)

@@ -6,6 +6,7 @@ when the caller asks for a strong read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from google.protobuf.message import Message as ProtoMessage
@@ -26,9 +27,15 @@ class Executor(Protocol):
 
 
 class Gateway:
-    def __init__(self, executor: Executor, auth: Authenticator) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        auth: Authenticator,
+        on_leased: Callable[[Any], None] | None = None,
+    ) -> None:
         self.executor = executor
         self.auth = auth
+        self._on_leased = on_leased  # told every Dequeue's messages (metrics)
 
     def authorize(self, name: str, request: ProtoMessage, key: str | None) -> None:
         operation = OPERATIONS[name]
@@ -54,7 +61,10 @@ class Gateway:
         operation = OPERATIONS[name]
         if operation.write:
             ids = new_ids(ids_needed(name, request))
-            return await self.executor.write(name, raw or request.SerializeToString(), ids)
+            result = await self.executor.write(name, raw or request.SerializeToString(), ids)
+            if name == "Dequeue" and self._on_leased is not None and result:
+                self._on_leased(result)
+            return result
         if strong:  # the read takes its place in the log
             return await self.executor.write(name, raw or request.SerializeToString(), [])
         return await self.executor.read(name, request)

@@ -26,6 +26,7 @@ from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.auth import ApiKey, Authenticator
 from kokaq.server.committer import Committer, wall_clock_ms
 from kokaq.server.gateway import Gateway
+from kokaq.server.metrics import NodeMetrics
 from kokaq.server.operations import OPERATIONS, Role, state_digest
 from kokaq.server.replication import TICK, RaftSettings, ReplicatedEngine
 from kokaq.server.rest.app import HttpServer, create_app
@@ -51,6 +52,7 @@ class NodeOptions:
     cluster_secret: str | None = None
     raft: RaftSettings = field(default_factory=RaftSettings)
     commit_timeout: float = 10.0  # seconds before a write with no answer fails
+    metrics_need_key: bool = False  # /metrics open to scrapers by default
     shutdown_grace: float = 5.0
 
 
@@ -143,17 +145,25 @@ class _Node:
                 ("grpc.max_send_message_length", 80 * 1024 * 1024),
             ]
         )
-        gateway = Gateway(ReplicatedExecutor(raft, committer), auth)
-        server.add_generic_rpc_handlers(generic_handlers(gateway))
+        metrics = NodeMetrics(lambda: raft.engine, raft.lock, raft.getStatus)
+        gateway = Gateway(ReplicatedExecutor(raft, committer), auth, on_leased=metrics.leased)
+        server.add_generic_rpc_handlers(generic_handlers(gateway, metrics.observe_grpc))
         server.add_generic_rpc_handlers([_cluster_handler(raft, auth)])
         workers = WorkerSessions(gateway, wakeup)
+        metrics.worker_streams.set_function(lambda: workers.count)
         server.add_generic_rpc_handlers([workers.handler()])
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         grpc_port = server.add_insecure_port(options.grpc_listen)
         grpc_address = f"{options.grpc_listen.rpartition(':')[0]}:{grpc_port}"
         await server.start()
-        http = HttpServer(create_app(gateway, lambda: readiness(raft)), http_host, http_port)
+        app = create_app(
+            gateway,
+            lambda: readiness(raft),
+            metrics,
+            metrics_need_key=options.metrics_need_key,
+        )
+        http = HttpServer(app, http_host, http_port)
         await http.start()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -180,6 +190,7 @@ class _Node:
             asyncio.create_task(self._announce(raft, raft_address, grpc_address)),
             asyncio.create_task(self._tick(raft, committer)),
             asyncio.create_task(self._expire(committer)),
+            asyncio.create_task(self._report_health(raft, health)),
         ]
         await self.stopping.wait()
 
@@ -217,6 +228,17 @@ class _Node:
                 raft.announce(raft_address, grpc_address)
             await asyncio.sleep(0.5)
 
+    async def _report_health(self, raft: ReplicatedEngine, health: Any) -> None:
+        """The gRPC health service says what /readyz says."""
+        serving = True
+        while True:
+            await asyncio.sleep(0.5)
+            ready = readiness(raft).ready
+            if ready != serving:
+                serving = ready
+                status = health_pb2.HealthCheckResponse
+                await health.set("", status.SERVING if ready else status.NOT_SERVING)
+
     async def _expire(self, committer: Committer) -> None:
         while True:
             await asyncio.sleep(0.5)
@@ -224,14 +246,20 @@ class _Node:
                 log.warning("%d write batches had no answer from the Raft log", expired)
 
 
+#: Entries a node may trail its known commit index and still be ready: a
+#: loaded node is always applying the last few, and must not flap.
+READY_LAG = 100
+
+
 def readiness(raft: ReplicatedEngine) -> Readiness:
-    """Ready: a leader is known and everything known committed is applied."""
+    """Ready: a leader is known and what is known committed is applied (but
+    for the last few entries, which are always on their way)."""
     s = raft.getStatus()
     leader = s.get("leader")
     commit, applied = int(s["commit_idx"]), int(s["last_applied"])
     if leader is None:
         reason = "no leader is known"
-    elif applied < commit:
+    elif applied + READY_LAG < commit:
         reason = f"applying the log: {applied} of {commit}"
     else:
         reason = "ok"

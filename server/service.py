@@ -8,6 +8,7 @@ trailer, so the client raises the same subclass.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -48,10 +49,14 @@ def _strong(metadata: Any) -> bool:
     return False
 
 
+Observe = Callable[[str, str, float], None]  # (method, status code name, seconds)
+
+
 def _handler(
-    name: str, operation: Operation, gateway: Gateway
+    name: str, operation: Operation, gateway: Gateway, observe: Observe | None
 ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started, code = time.perf_counter(), "OK"
         try:
             try:
                 request = operation.request.FromString(raw)
@@ -62,17 +67,23 @@ def _handler(
             result = await gateway.run(name, request, key, raw=raw, strong=_strong(metadata))
             return operation.respond(result)
         except KokaqError as error:
+            code = status_for(error).grpc.name
             await abort_with(context, error)
+        finally:
+            if observe is not None:
+                observe(name, code, time.perf_counter() - started)
 
     return handle
 
 
-def generic_handlers(gateway: Gateway) -> list[grpc.GenericRpcHandler[Any, Any]]:
+def generic_handlers(
+    gateway: Gateway, observe: Observe | None = None
+) -> list[grpc.GenericRpcHandler[Any, Any]]:
     """One generic handler per service of the operation table."""
     services: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
     for name, operation in OPERATIONS.items():
         services.setdefault(operation.service, {})[name] = grpc.unary_unary_rpc_method_handler(
-            _handler(name, operation, gateway),
+            _handler(name, operation, gateway, observe),
             request_deserializer=None,  # raw bytes: a write is replicated as received
             response_serializer=operation.response.SerializeToString,
         )

@@ -10,18 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from kokaq.server.gateway import Gateway
+from kokaq.server.metrics import NodeMetrics
+from kokaq.server.operations import Role
 from kokaq.server.rest import health, jobs, resources
+from kokaq.server.rest.deps import CallerDep
 from kokaq.server.rest.errors import ERROR_SCHEMA, install_error_handlers
 from kokaq.server.rest.health import Readiness
 
@@ -42,7 +47,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(gateway: Gateway, readiness: Callable[[], Readiness]) -> FastAPI:
+def create_app(
+    gateway: Gateway,
+    readiness: Callable[[], Readiness],
+    metrics: NodeMetrics | None = None,
+    *,
+    metrics_need_key: bool = False,
+) -> FastAPI:
     app = FastAPI(
         title="kokaq",
         summary="A replicated priority queue and job queue with weighted fair scheduling",
@@ -69,7 +80,30 @@ def create_app(gateway: Gateway, readiness: Callable[[], Readiness]) -> FastAPI:
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
         )
 
+    if metrics is not None:
+        _serve_metrics(app, metrics, metrics_need_key)
     return app
+
+
+def _serve_metrics(app: FastAPI, metrics: NodeMetrics, need_key: bool) -> None:
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def exposition(caller: CallerDep) -> Response:
+        if need_key:
+            caller.gateway.auth.check(caller.key, (Role.ANY,), "")
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")  # the template: bounded label values
+        metrics.observe_http(
+            request.method, path, response.status_code, time.perf_counter() - started
+        )
+        return response
 
 
 class _Server(uvicorn.Server):
