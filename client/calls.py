@@ -33,6 +33,7 @@ from kokaq.core import (
     QueueConfig,
     QueueInfo,
     QueueStats,
+    SchedulingStats,
 )
 from kokaq.protocol import convert as cv
 from kokaq.protocol.errors import error_from_detail
@@ -312,6 +313,11 @@ def release(view: LockHolder, delay_ms: int | None, visible_at: int | None) -> C
 def get_message(namespace: str, queue: str, message_id: str) -> Call[MessageView]:
     request = pb.MessageRef(namespace=namespace, queue=queue, message_id=message_id)
     return Call("GetMessage", request, cv.message_from_proto)
+
+
+def scheduling_stats(namespace: str, queue: str, key_limit: int) -> Call[SchedulingStats]:
+    request = pb.SchedulingStatsRequest(namespace=namespace, queue=queue, key_limit=key_limit)
+    return Call("GetSchedulingStats", request, cv.scheduling_stats_from_proto)
 
 
 def list_messages(

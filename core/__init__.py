@@ -55,6 +55,7 @@ from kokaq.core.results import (
     TickReport,
 )
 from kokaq.core.validation import MAX_PRIORITY
+from kokaq.core.weighted import BandShare, KeyShare
 
 __all__ = [
     # the engine
@@ -87,6 +88,8 @@ __all__ = [
     "QueueInfo",
     "QueueStats",
     "SchedulingStats",
+    "BandShare",
+    "KeyShare",
     "TickReport",
     # errors
     "AlreadyExists",

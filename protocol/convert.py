@@ -13,9 +13,11 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message as ProtoMessage
 
 from kokaq.core import (
+    BandShare,
     EnqueueResult,
     FailureReason,
     Headers,
+    KeyShare,
     MessageFilter,
     MessageSpec,
     MessageState,
@@ -25,6 +27,7 @@ from kokaq.core import (
     QueueConfig,
     QueueInfo,
     QueueStats,
+    SchedulingStats,
 )
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
@@ -194,6 +197,20 @@ def stats_to_proto(stats: QueueStats) -> pb.QueueStats:
         dead=stats.dead,
         oldest_ready_age_ms=stats.oldest_ready_age_ms,
         totals=stats.totals,
+    )
+
+
+def scheduling_stats_to_proto(stats: SchedulingStats) -> pb.SchedulingStats:
+    return pb.SchedulingStats(
+        bands=[pb.BandShare(**band._asdict()) for band in stats.bands],
+        keys=[pb.KeyShare(**key._asdict()) for key in stats.keys],
+    )
+
+
+def scheduling_stats_from_proto(message: pb.SchedulingStats) -> SchedulingStats:
+    return SchedulingStats(
+        bands=[BandShare(**message_to_dict(band)) for band in message.bands],
+        keys=[KeyShare(**{"key": None} | message_to_dict(key)) for key in message.keys],
     )
 
 

@@ -22,23 +22,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from kokaq.core import InvalidArgument, KokaqError, NotLeader
-from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.auth import ApiKey, Authenticator
+from kokaq.server.cluster import cluster_handler, cluster_status, readiness
 from kokaq.server.committer import Committer, wall_clock_ms
 from kokaq.server.gateway import Gateway
 from kokaq.server.metrics import NodeMetrics
-from kokaq.server.operations import OPERATIONS, Role, state_digest
+from kokaq.server.operations import OPERATIONS
 from kokaq.server.replication import TICK, RaftSettings, ReplicatedEngine
 from kokaq.server.rest.app import HttpServer, create_app
-from kokaq.server.rest.health import Readiness
-from kokaq.server.service import abort_with, generic_handlers
+from kokaq.server.rest.health import NodeView
+from kokaq.server.service import generic_handlers
 from kokaq.server.workers import Wakeup, WorkerSessions
 
 __all__ = ["NodeOptions", "serve", "split_address"]
 
 log = logging.getLogger("kokaq.server")
-
-_ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
 @dataclass(frozen=True)
@@ -148,7 +146,7 @@ class _Node:
         metrics = NodeMetrics(lambda: raft.engine, raft.lock, raft.getStatus)
         gateway = Gateway(ReplicatedExecutor(raft, committer), auth, on_leased=metrics.leased)
         server.add_generic_rpc_handlers(generic_handlers(gateway, metrics.observe_grpc))
-        server.add_generic_rpc_handlers([_cluster_handler(raft, auth)])
+        server.add_generic_rpc_handlers([cluster_handler(raft, auth)])
         workers = WorkerSessions(gateway, wakeup)
         metrics.worker_streams.set_function(lambda: workers.count)
         server.add_generic_rpc_handlers([workers.handler()])
@@ -159,7 +157,7 @@ class _Node:
         await server.start()
         app = create_app(
             gateway,
-            lambda: readiness(raft),
+            NodeView(lambda: readiness(raft), lambda: cluster_status(raft)),
             metrics,
             metrics_need_key=options.metrics_need_key,
         )
@@ -244,78 +242,6 @@ class _Node:
             await asyncio.sleep(0.5)
             if expired := committer.expire():
                 log.warning("%d write batches had no answer from the Raft log", expired)
-
-
-#: Entries a node may trail its known commit index and still be ready: a
-#: loaded node is always applying the last few, and must not flap.
-READY_LAG = 100
-
-
-def readiness(raft: ReplicatedEngine) -> Readiness:
-    """Ready: a leader is known and what is known committed is applied (but
-    for the last few entries, which are always on their way)."""
-    s = raft.getStatus()
-    leader = s.get("leader")
-    commit, applied = int(s["commit_idx"]), int(s["last_applied"])
-    if leader is None:
-        reason = "no leader is known"
-    elif applied + READY_LAG < commit:
-        reason = f"applying the log: {applied} of {commit}"
-    else:
-        reason = "ok"
-    return Readiness(
-        reason == "ok", reason, None if leader is None else str(leader.id), commit, applied
-    )
-
-
-def _cluster_handler(
-    raft: ReplicatedEngine, auth: Authenticator
-) -> grpc.GenericRpcHandler[Any, Any]:
-    async def status(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ClusterStatus:
-        try:
-            auth.check(auth.key_of(context.invocation_metadata() or ()), (Role.ANY,), "")
-        except KokaqError as error:
-            await abort_with(context, error)
-        digest = None
-        if pb.StatusRequest.FromString(raw).with_digest:
-            with raft.lock:
-                digest = state_digest(raft.engine)
-        s = raft.getStatus()
-        members = [
-            pb.Member(
-                address=key.removeprefix("partner_node_status_server_"),
-                connected=value == 2,
-                match_index=s.get(
-                    "match_idx_server_" + key.removeprefix("partner_node_status_server_")
-                ),
-            )
-            for key, value in s.items()
-            if key.startswith("partner_node_status_server_")
-        ]
-        leader = s.get("leader")
-        return pb.ClusterStatus(
-            node=str(s["self"].id),
-            role=_ROLE_NAMES.get(s["state"], str(s["state"])),
-            leader=None if leader is None else str(leader.id),
-            leader_grpc=None if leader is None else raft.grpc_addresses.get(str(leader.id)),
-            term=s["raft_term"],
-            members=members,
-            commit_index=s["commit_idx"],
-            applied_index=s["last_applied"],
-            has_quorum=bool(s["has_quorum"]),
-            state_digest=digest,
-        )
-
-    return grpc.method_handlers_generic_handler(
-        "kokaq.v1.Cluster",
-        {
-            "Status": grpc.unary_unary_rpc_method_handler(
-                status,
-                request_deserializer=None,
-                response_serializer=pb.ClusterStatus.SerializeToString,
-            )
-        },
-    )
 
 
 def tune_garbage_collection() -> None:

@@ -515,6 +515,17 @@ OPERATIONS: dict[str, Operation] = {
         False,
         (_ANY,),
     ),
+    "GetSchedulingStats": Operation(
+        _CP,
+        pb.SchedulingStatsRequest,
+        pb.SchedulingStats,
+        lambda e, r, now, ids: e.scheduling_stats(
+            r.namespace, r.queue, key_limit=r.key_limit if r.HasField("key_limit") else 100
+        ),
+        cv.scheduling_stats_to_proto,
+        False,
+        (_ANY,),
+    ),
     "ListDead": Operation(
         _CP, pb.ListDeadRequest, pb.ListDeadResponse, _list_dead, _dead_page, False, (_ANY,)
     ),

@@ -37,6 +37,7 @@ from kokaq.core import (
     QueueConfig,
     QueueInfo,
     QueueStats,
+    SchedulingStats,
 )
 
 __all__ = ["AsyncClient", "AsyncLeased", "AsyncQueue", "AsyncTransport"]
@@ -201,6 +202,10 @@ class AsyncQueue:
 
     async def get(self, message_id: str) -> MessageView:
         return await self.client.run(calls.get_message(self.namespace, self.name, message_id))
+
+    async def scheduling_stats(self, key_limit: int = 100) -> SchedulingStats:
+        """What each band and the most served fairness keys got, against their weights."""
+        return await self.client.run(calls.scheduling_stats(self.namespace, self.name, key_limit))
 
     async def list_messages(
         self, states: Sequence[MessageState | str] = (), limit: int = 100

@@ -38,6 +38,7 @@ from kokaq.core import (
     QueueConfig,
     QueueInfo,
     QueueStats,
+    SchedulingStats,
 )
 
 __all__ = ["Client", "Leased", "Queue", "Transport"]
@@ -198,6 +199,10 @@ class Queue:
 
     def get(self, message_id: str) -> MessageView:
         return self.client.run(calls.get_message(self.namespace, self.name, message_id))
+
+    def scheduling_stats(self, key_limit: int = 100) -> SchedulingStats:
+        """What each band and the most served fairness keys got, against their weights."""
+        return self.client.run(calls.scheduling_stats(self.namespace, self.name, key_limit))
 
     def list_messages(
         self, states: Sequence[MessageState | str] = (), limit: int = 100

@@ -1692,6 +1692,142 @@ class QueueStats(_message.Message):
 Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
 
 @_typing.final
+class BandShare(_message.Message):
+    """What the weighted scheduler has served: per band, against its configured
+    weight; per active fairness key (the most served first).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BAND_FIELD_NUMBER: _builtins.int
+    MIN_PRIORITY_FIELD_NUMBER: _builtins.int
+    MAX_PRIORITY_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    DISPATCHED_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    CONFIGURED_SHARE_FIELD_NUMBER: _builtins.int
+    ACHIEVED_SHARE_FIELD_NUMBER: _builtins.int
+    band: _builtins.int
+    min_priority: _builtins.int
+    max_priority: _builtins.int
+    weight: _builtins.int
+    ready: _builtins.int
+    dispatched: _builtins.int
+    cost: _builtins.int
+    configured_share: _builtins.float
+    achieved_share: _builtins.float
+    def __init__(
+        self,
+        *,
+        band: _builtins.int = ...,
+        min_priority: _builtins.int = ...,
+        max_priority: _builtins.int = ...,
+        weight: _builtins.int = ...,
+        ready: _builtins.int = ...,
+        dispatched: _builtins.int = ...,
+        cost: _builtins.int = ...,
+        configured_share: _builtins.float = ...,
+        achieved_share: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["achieved_share", b"achieved_share", "band", b"band", "configured_share", b"configured_share", "cost", b"cost", "dispatched", b"dispatched", "max_priority", b"max_priority", "min_priority", b"min_priority", "ready", b"ready", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BandShare: _TypeAlias = BandShare  # noqa: Y015
+
+@_typing.final
+class KeyShare(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BAND_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    DISPATCHED_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    band: _builtins.int
+    key: _builtins.str
+    """absent: the messages without a fairness key"""
+    weight: _builtins.int
+    ready: _builtins.int
+    dispatched: _builtins.int
+    cost: _builtins.int
+    def __init__(
+        self,
+        *,
+        band: _builtins.int = ...,
+        key: _builtins.str | None = ...,
+        weight: _builtins.int = ...,
+        ready: _builtins.int = ...,
+        dispatched: _builtins.int = ...,
+        cost: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_key", b"_key", "key", b"key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_key", b"_key", "band", b"band", "cost", b"cost", "dispatched", b"dispatched", "key", b"key", "ready", b"ready", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__key: _TypeAlias = _typing.Literal["key"]  # noqa: Y015
+    _WhichOneofArgType__key: _TypeAlias = _typing.Literal["_key", b"_key"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key) -> _WhichOneofReturnType__key | None: ...
+
+Global___KeyShare: _TypeAlias = KeyShare  # noqa: Y015
+
+@_typing.final
+class SchedulingStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    KEY_LIMIT_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    queue: _builtins.str
+    key_limit: _builtins.int
+    """1 to 1,000; default 100"""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        key_limit: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_key_limit", b"_key_limit", "key_limit", b"key_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_key_limit", b"_key_limit", "key_limit", b"key_limit", "namespace", b"namespace", "queue", b"queue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__key_limit: _TypeAlias = _typing.Literal["key_limit"]  # noqa: Y015
+    _WhichOneofArgType__key_limit: _TypeAlias = _typing.Literal["_key_limit", b"_key_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_limit) -> _WhichOneofReturnType__key_limit | None: ...
+
+Global___SchedulingStatsRequest: _TypeAlias = SchedulingStatsRequest  # noqa: Y015
+
+@_typing.final
+class SchedulingStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BANDS_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bands(self) -> _containers.RepeatedCompositeFieldContainer[Global___BandShare]: ...
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyShare]: ...
+    def __init__(
+        self,
+        *,
+        bands: _abc.Iterable[Global___BandShare] | None = ...,
+        keys: _abc.Iterable[Global___KeyShare] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bands", b"bands", "keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SchedulingStats: _TypeAlias = SchedulingStats  # noqa: Y015
+
+@_typing.final
 class ListDeadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -817,6 +817,11 @@ class ControlPlaneStub:
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
                 response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueStats.FromString,
                 _registered_method=True)
+        self.GetSchedulingStats = channel.unary_unary(
+                '/kokaq.v1.ControlPlane/GetSchedulingStats',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SchedulingStatsRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SchedulingStats.FromString,
+                _registered_method=True)
         self.ListDead = channel.unary_unary(
                 '/kokaq.v1.ControlPlane/ListDead',
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListDeadRequest.SerializeToString,
@@ -915,6 +920,12 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSchedulingStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDead(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -1000,6 +1011,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.FromString,
                     response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueStats.SerializeToString,
+            ),
+            'GetSchedulingStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedulingStats,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SchedulingStatsRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SchedulingStats.SerializeToString,
             ),
             'ListDead': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDead,
@@ -1368,6 +1384,33 @@ class ControlPlane:
             '/kokaq.v1.ControlPlane/GetStats',
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedulingStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.ControlPlane/GetSchedulingStats',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SchedulingStatsRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SchedulingStats.FromString,
             options,
             channel_credentials,
             insecure,

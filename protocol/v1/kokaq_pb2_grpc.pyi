@@ -208,6 +208,7 @@ class ControlPlaneStub:
     DeleteQueue: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.Empty]
     PurgeQueue: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.CountResponse]
     GetStats: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueStats]
+    GetSchedulingStats: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.SchedulingStatsRequest, _kokaq_pb2.SchedulingStats]
     ListDead: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ListDeadRequest, _kokaq_pb2.ListDeadResponse]
     RedriveDead: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.DeadRequest, _kokaq_pb2.CountResponse]
     PurgeDead: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.DeadRequest, _kokaq_pb2.CountResponse]
@@ -228,6 +229,7 @@ class ControlPlaneAsyncStub(ControlPlaneStub):
     DeleteQueue: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.Empty]  # type: ignore[assignment]
     PurgeQueue: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.CountResponse]  # type: ignore[assignment]
     GetStats: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueStats]  # type: ignore[assignment]
+    GetSchedulingStats: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.SchedulingStatsRequest, _kokaq_pb2.SchedulingStats]  # type: ignore[assignment]
     ListDead: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ListDeadRequest, _kokaq_pb2.ListDeadResponse]  # type: ignore[assignment]
     RedriveDead: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.DeadRequest, _kokaq_pb2.CountResponse]  # type: ignore[assignment]
     PurgeDead: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.DeadRequest, _kokaq_pb2.CountResponse]  # type: ignore[assignment]
@@ -323,6 +325,13 @@ class ControlPlaneServicer(metaclass=_abc_1.ABCMeta):
         request: _kokaq_pb2.QueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kokaq_pb2.QueueStats, _abc.Awaitable[_kokaq_pb2.QueueStats]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSchedulingStats(
+        self,
+        request: _kokaq_pb2.SchedulingStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.SchedulingStats, _abc.Awaitable[_kokaq_pb2.SchedulingStats]]: ...
 
     @_abc_1.abstractmethod
     def ListDead(

@@ -12,12 +12,13 @@ import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
@@ -25,12 +26,14 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 from kokaq.server.gateway import Gateway
 from kokaq.server.metrics import NodeMetrics
 from kokaq.server.operations import Role
-from kokaq.server.rest import health, jobs, resources
+from kokaq.server.rest import health, jobs, resources, stats
 from kokaq.server.rest.deps import CallerDep
 from kokaq.server.rest.errors import ERROR_SCHEMA, install_error_handlers
-from kokaq.server.rest.health import Readiness
+from kokaq.server.rest.health import NodeView
 
 __all__ = ["HttpServer", "create_app"]
+
+_STATIC = Path(__file__).parent / "static"  # the dashboard
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
@@ -49,7 +52,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def create_app(
     gateway: Gateway,
-    readiness: Callable[[], Readiness],
+    node: NodeView,
     metrics: NodeMetrics | None = None,
     *,
     metrics_need_key: bool = False,
@@ -63,12 +66,18 @@ def create_app(
         responses=_ERRORS,
     )
     app.state.gateway = gateway
-    app.state.readiness = readiness
+    app.state.node = node
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(resources.router)
     app.include_router(health.router)
+    app.include_router(stats.router)
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(_STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

@@ -29,7 +29,6 @@ from kokaq.core import (
     MessageSpec,
     MessageState,
     NamespaceNotFound,
-    PermissionDenied,
     QueueConfig,
     QueueNotFound,
 )
@@ -37,6 +36,7 @@ from kokaq.protocol import convert as cv
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.rest.deps import Caller, CallerDep
 from kokaq.server.rest.render import iso, job_json, job_status, to_ms
+from kokaq.server.rest.stats import all_queue_stats
 
 __all__ = ["DEFAULT_NAMESPACE", "JOB_QUEUE_CONFIG", "router"]
 
@@ -266,31 +266,18 @@ async def queue_counts(
     """Every queue of the namespace (of every namespace the key may read when
     none is given), with a count per status. Jobs waiting for a retry count
     as pending here."""
-    if namespace is None:
-        infos = await caller.run("ListNamespaces", pb.ListNamespacesRequest())
-        namespaces = [info.name for info in infos]
-    else:
-        namespaces = [namespace]
     rows = []
-    for ns in namespaces:
-        try:
-            queues = await caller.run("ListQueues", pb.ListQueuesRequest(namespace=ns))
-        except PermissionDenied:
-            if namespace is not None:
-                raise
-            continue  # a key limited to another namespace
-        for info in queues:
-            stats = await caller.run("GetStats", pb.QueueRequest(namespace=ns, queue=info.name))
-            counts = {
-                "pending": stats.ready + stats.delayed,
-                "leased": stats.leased,
-                "succeeded": stats.succeeded,
-                "dead": stats.dead,
-            }
-            rows += [
-                {"namespace": ns, "queue": info.name, "status": status, "count": count}
-                for status, count in counts.items()
-            ]
+    for ns, queue, stats in await all_queue_stats(caller, namespace):
+        counts = {
+            "pending": stats.ready + stats.delayed,
+            "leased": stats.leased,
+            "succeeded": stats.succeeded,
+            "dead": stats.dead,
+        }
+        rows += [
+            {"namespace": ns, "queue": queue, "status": status, "count": count}
+            for status, count in counts.items()
+        ]
     return {"queues": rows}
 
 

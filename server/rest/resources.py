@@ -34,6 +34,7 @@ from kokaq.protocol import convert as cv
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.rest.deps import CallerDep
 from kokaq.server.rest.render import message_json
+from kokaq.server.rest.stats import stats_json
 
 __all__ = ["router"]
 
@@ -197,14 +198,24 @@ async def purge_queue(namespace: NamespaceName, queue: QueueName, caller: Caller
 @router.get("/{namespace}/queues/{queue}/stats", summary="Counts by state, oldest age, totals")
 async def queue_stats(namespace: NamespaceName, queue: QueueName, caller: CallerDep) -> Any:
     stats = await caller.run("GetStats", pb.QueueRequest(namespace=namespace, queue=queue))
+    return stats_json(stats)
+
+
+@router.get(
+    "/{namespace}/queues/{queue}/scheduling",
+    summary="What each band and the most served fairness keys got, against their weights",
+)
+async def scheduling_stats(
+    namespace: NamespaceName,
+    queue: QueueName,
+    caller: CallerDep,
+    key_limit: Annotated[int, Query(ge=1, le=MAX_BATCH)] = 20,
+) -> Any:
+    request = pb.SchedulingStatsRequest(namespace=namespace, queue=queue, key_limit=key_limit)
+    stats = await caller.run("GetSchedulingStats", request)
     return {
-        "ready": stats.ready,
-        "delayed": stats.delayed,
-        "leased": stats.leased,
-        "succeeded": stats.succeeded,
-        "dead": stats.dead,
-        "oldest_ready_age_ms": stats.oldest_ready_age_ms,
-        "totals": dict(stats.totals),
+        "bands": [band._asdict() for band in stats.bands],
+        "keys": [key._asdict() for key in stats.keys],
     }
 
 

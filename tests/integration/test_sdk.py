@@ -11,6 +11,7 @@ import pytest
 from kokaq.client import Client, calls
 from kokaq.core import (
     MAX_PRIORITY,
+    Band,
     FailureReason,
     InvalidArgument,
     InvalidState,
@@ -29,6 +30,7 @@ from kokaq.core import (
     QueueExists,
     QueueFull,
     QueueNotFound,
+    SchedulingPolicy,
 )
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.operations import OPERATIONS
@@ -257,3 +259,22 @@ def test_list_find_and_cancel_messages(client: Client) -> None:
         queue.cancel(first)
     assert state.value.state == "leased"
     assert queue.stats().ready == 1
+
+
+def test_scheduling_stats_report_bands_and_keys(client: Client) -> None:
+    bands = (Band(0, 9, weight=1), Band(10, MAX_PRIORITY, weight=2))
+    namespace, name = fresh(client, QueueConfig(scheduling=SchedulingPolicy(bands=bands)))
+    queue = client.queue(namespace, name)
+    for i in range(9):  # three tenants in the high band, one flow in the low band
+        queue.enqueue(b"x", priority=20, fairness_key=f"tenant-{i % 3}")
+        queue.enqueue(b"x", priority=1)
+    queue.dequeue(max_count=9)
+    stats = queue.scheduling_stats()
+    assert [(b.band, b.weight, b.dispatched) for b in stats.bands] == [(0, 1, 3), (1, 2, 6)]
+    assert stats.bands[1].configured_share == pytest.approx(2 / 3)
+    assert stats.bands[1].achieved_share == pytest.approx(2 / 3)
+    tenants = [(k.band, k.key, k.dispatched, k.ready) for k in stats.keys if k.key]
+    assert sorted(tenants) == [(1, f"tenant-{i}", 2, 1) for i in range(3)]  # equal weights
+    with pytest.raises(InvalidArgument) as raised:
+        queue.scheduling_stats(key_limit=0)
+    assert raised.value.field == "key_limit"

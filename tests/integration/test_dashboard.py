@@ -1,0 +1,140 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright)
+against a real node: it loads without console errors, shows a job submitted
+over REST within 3 s, shows a queue's shares, and redrives from the DLQ view."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.integration.nodes import NodeProcess, wait_until
+
+CHROMIUM = "/usr/bin/chromium"  # .ci/run installs Debian's chromium
+# As root, without a network: no sandbox, and no background connections.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def http(node: NodeProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"http://{node.http}", timeout=10) as client:
+        yield client
+
+
+def open_dashboard(browser: Browser, node: NodeProcess, errors: list[str], **size: Any) -> Page:
+    page = browser.new_page(viewport=size or {"width": 1280, "height": 800})
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"http://{node.http}/")
+    page.wait_for_selector("#node-status.ok", timeout=5_000)
+    return page
+
+
+def submit(http: httpx.Client, **job: Any) -> str:
+    response = http.post("/v1/jobs", json={"type": "email_send", "payload": {"n": 1}, **job})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def test_dashboard_shows_jobs_and_redrives_dead_ones(
+    browser: Browser, node: NodeProcess, http: httpx.Client, tmp_path: Path
+) -> None:
+    errors: list[str] = []
+    queue = f"dash-{uuid.uuid4().hex[:6]}"
+    submit(http, queue=queue)  # the namespace and queue exist before the page opens
+    page = open_dashboard(browser, node, errors)
+    assert "leader" in page.inner_text("#node-status")
+
+    # A job submitted now appears in the recent jobs within 3 s (the page polls).
+    page.click("#tabs button[data-tab=jobs]")
+    job_id = submit(http, queue=queue, priority=7)
+    submitted = time.monotonic()
+    page.wait_for_selector(f'#jobs-table tr[data-job-id="{job_id}"]', timeout=3_000)
+    assert time.monotonic() - submitted < 3
+    page.click(f'#jobs-table tr[data-job-id="{job_id}"]')
+    page.wait_for_selector("#job-detail:not([hidden])")
+    assert page.inner_text("#job-id") == job_id
+    assert '"n": 1' in page.inner_text("#job-payload")
+
+    # The overview lists the queue; a click shows its shares.
+    page.click("#tabs button[data-tab=overview]")
+    row = page.locator(f'#queues-table tr[data-queue="{queue}"]')
+    expect(row.locator("td").nth(1)).to_have_text("2", timeout=3_000)  # two ready
+    row.click()
+    page.wait_for_selector("#shares:not([hidden]) #bands-table tbody tr", timeout=3_000)
+
+    # A dead job shows in the DLQ view; Redrive sends it back to its queue.
+    dead = submit(http, queue=queue, max_retries=0, priority=100)
+    leased = http.post(f"/v1/namespaces/default/queues/{queue}/dequeue", json={}).json()
+    (message,) = leased["messages"]
+    assert message["id"] == dead
+    nack = http.post(
+        f"/v1/namespaces/default/queues/{queue}/messages/{dead}/nack",
+        json={"lock_id": message["lock_id"], "error": "smtp down"},
+    )
+    assert nack.json()["outcome"] == "dead_lettered"
+    page.click("#tabs button[data-tab=dlq]")
+    page.select_option("#dlq-queue", queue)
+    page.wait_for_selector(f'#dlq-table tr[data-job-id="{dead}"]', timeout=3_000)
+    assert "smtp down" in page.inner_text("#dlq-table")
+    page.click(f'#dlq-table button.redrive[data-id="{dead}"]')
+    page.wait_for_selector("#dlq-result:has-text('redriven: 1')", timeout=3_000)
+    wait_until(lambda: http.get(f"/v1/jobs/{dead}").json()["status"] == "pending", timeout=3)
+    page.wait_for_selector(f'#dlq-table tr[data-job-id="{dead}"]', state="detached", timeout=3_000)
+
+    page.click("#tabs button[data-tab=cluster]")
+    page.wait_for_selector("#cluster-fields dd", timeout=3_000)
+    assert "leader" in page.inner_text("#cluster-fields")
+    page.click("#tabs button[data-tab=overview]")
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    page.close()
+
+    phone = open_dashboard(browser, node, errors, width=390, height=844)
+    phone.wait_for_selector(f'#queues-table tr[data-queue="{queue}"]', timeout=3_000)
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # no sideways scrolling of the page; wide tables scroll in place
+    phone.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
+    phone.close()
+    assert errors == []
+
+
+def test_dashboard_without_a_key_says_so(browser: Browser, tmp_path: Path) -> None:
+    node = NodeProcess(str(tmp_path), "--api-key", "adminkey1:admin").start()
+    try:
+        errors: list[str] = []
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"http://{node.http}/")
+        banner = page.wait_for_selector("#error:not([hidden])", timeout=5_000)
+        assert banner is not None and "401" in banner.inner_text()
+        page.fill("#api-key", "adminkey1")
+        page.click("#key-form button")
+        page.wait_for_selector("#node-status.ok", timeout=5_000)
+        page.wait_for_selector("#error", state="hidden", timeout=5_000)
+        page.close()
+        assert errors == []
+    finally:
+        node.kill()
