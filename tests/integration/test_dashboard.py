@@ -43,8 +43,10 @@ def http(node: NodeProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-def open_dashboard(browser: Browser, node: NodeProcess, errors: list[str], **size: Any) -> Page:
-    page = browser.new_page(viewport=size or {"width": 1280, "height": 800})
+def open_dashboard(
+    browser: Browser, node: NodeProcess, errors: list[str], width: int = 1280, height: int = 800
+) -> Page:
+    page = browser.new_page(viewport={"width": width, "height": height})
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"http://{node.http}/")
