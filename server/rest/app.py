@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response, Security
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -27,7 +27,7 @@ from kokaq.server.gateway import Gateway
 from kokaq.server.metrics import NodeMetrics
 from kokaq.server.operations import Role
 from kokaq.server.rest import health, jobs, resources, stats
-from kokaq.server.rest.deps import CallerDep
+from kokaq.server.rest.deps import api_key_header, caller_of
 from kokaq.server.rest.errors import ERROR_SCHEMA, install_error_handlers
 from kokaq.server.rest.health import NodeView
 
@@ -95,10 +95,20 @@ def create_app(
 
 
 def _serve_metrics(app: FastAPI, metrics: NodeMetrics, need_key: bool) -> None:
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
-    async def exposition(caller: CallerDep) -> Response:
+    exposition_format = {"description": "Prometheus text format", "content": {"text/plain": {}}}
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: exposition_format},
+        dependencies=[Security(api_key_header)] if need_key else [],
+    )
+    async def exposition(request: Request) -> Response:
         if need_key:
-            caller.gateway.auth.check(caller.key, (Role.ANY,), "")
+            key = caller_of(request, request.headers.get("x-api-key")).key
+            app.state.gateway.auth.check(key, (Role.ANY,), "")
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.middleware("http")

@@ -12,9 +12,11 @@ from google.protobuf.message import Message as ProtoMessage
 
 from kokaq.server.gateway import Gateway
 
-__all__ = ["Caller", "CallerDep"]
+__all__ = ["Caller", "CallerDep", "api_key_header", "caller_of"]
 
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key of the node")
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="an API key of the node"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +29,7 @@ class Caller:
         return await self.gateway.run(name, request, self.key)
 
 
-def _caller(request: Request, key: Annotated[str | None, Security(_api_key)]) -> Caller:
+def caller_of(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> Caller:
     if key is None:
         bearer = request.headers.get("authorization", "")
         if bearer.lower().startswith("bearer "):
@@ -35,4 +37,4 @@ def _caller(request: Request, key: Annotated[str | None, Security(_api_key)]) ->
     return Caller(request.app.state.gateway, key)
 
 
-CallerDep = Annotated[Caller, Depends(_caller)]
+CallerDep = Annotated[Caller, Depends(caller_of)]
