@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from kokaq.core import (
+    MAX_BATCH,
     MAX_PRIORITY,
     AlreadyExists,
     BackoffPolicy,
@@ -159,26 +160,82 @@ async def _ensure_queue(caller: Caller, namespace: str, queue: str) -> None:
         await run("CreateQueue", pb.QueueRequest(namespace=namespace, queue=queue, config=config))
 
 
+async def _enqueue(caller: Caller, name: str, request: Any, namespace: str, queue: str) -> Any:
+    """Enqueue, making the queue (and the default namespace) on first use."""
+    caller.gateway.authorize(name, request, caller.key)
+    try:
+        return await caller.run(name, request)
+    except (NamespaceNotFound, QueueNotFound) as missing:
+        if isinstance(missing, NamespaceNotFound) and namespace != DEFAULT_NAMESPACE:
+            raise
+        await _ensure_queue(caller, namespace, queue)
+        return await caller.run(name, request)
+
+
 @router.post("/jobs", status_code=201, response_model=JobCreated, summary="Submit a job")
 async def submit_job(job: JobIn, caller: CallerDep) -> Any:
-    spec = job_spec(job)
-    request = pb.EnqueueRequest(
-        namespace=job.namespace, queue=job.queue, message=cv.spec_to_proto(spec)
-    )
-    caller.gateway.authorize("Enqueue", request, caller.key)
-    try:
-        result = await caller.run("Enqueue", request)
-    except (NamespaceNotFound, QueueNotFound) as missing:
-        if isinstance(missing, NamespaceNotFound) and job.namespace != DEFAULT_NAMESPACE:
-            raise
-        await _ensure_queue(caller, job.namespace, job.queue)
-        result = await caller.run("Enqueue", request)
+    spec = cv.spec_to_proto(job_spec(job))
+    request = pb.EnqueueRequest(namespace=job.namespace, queue=job.queue, message=spec)
+    result = await _enqueue(caller, "Enqueue", request, job.namespace, job.queue)
     if result.duplicate:
         first = await _find(caller, job.namespace, result.message_id)
         body = {"id": result.message_id, "duplicate": True}
         body |= {"status": job_status(first), "run_at": iso(first.visible_at)}
         return JSONResponse(body, status_code=200)
     return {"id": result.message_id, "status": "pending", "run_at": iso(result.visible_at)}
+
+
+class JobBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: Annotated[list[JobIn], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class JobsCreated(BaseModel):
+    jobs: list[JobCreated]
+
+
+@router.post(
+    "/jobs/batch", status_code=201, response_model=JobsCreated, summary="Submit jobs at once"
+)
+async def submit_jobs(batch: JobBatch, caller: CallerDep) -> Any:
+    """Up to 1,000 jobs of one namespace and queue, all or nothing: one bad
+    job refuses the batch, naming it (``jobs[3].priority``). A job whose
+    idempotency key was seen comes back with ``duplicate: true``."""
+    first = batch.jobs[0]
+    for index, job in enumerate(batch.jobs):
+        if (job.namespace, job.queue) != (first.namespace, first.queue):
+            raise InvalidArgument(f"jobs[{index}].queue", "a batch goes to one namespace and queue")
+    specs = []
+    for index, job in enumerate(batch.jobs):
+        try:
+            specs.append(cv.spec_to_proto(job_spec(job)))
+        except InvalidArgument as error:
+            raise error.at(f"jobs[{index}]") from None
+    request = pb.EnqueueBatchRequest(namespace=first.namespace, queue=first.queue, messages=specs)
+    try:
+        results = await _enqueue(caller, "EnqueueBatch", request, first.namespace, first.queue)
+    except InvalidArgument as error:  # the engine names messages[i]
+        details = error.details()
+        details["field"] = "jobs" + error.field.removeprefix("messages")
+        raise type(error)(**details) from None
+    return {
+        "jobs": [
+            {
+                "id": r.message_id,
+                "status": _status_of(r.state),
+                "run_at": iso(r.visible_at),
+                "duplicate": r.duplicate,
+            }
+            for r in results
+        ]
+    }
+
+
+def _status_of(state: MessageState | None) -> str:
+    if state is None:
+        return "gone"  # a duplicate whose first job was purged
+    return "pending" if state in (MessageState.READY, MessageState.DELAYED) else str(state)
 
 
 async def _find(caller: Caller, namespace: str, job_id: str) -> Any:

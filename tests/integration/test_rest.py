@@ -159,6 +159,37 @@ def test_idempotency_key_returns_the_first_job(http: httpx.Client) -> None:
     }
 
 
+def test_batch_submit_is_all_or_nothing(http: httpx.Client) -> None:
+    queue = queue_name()
+    jobs = [{"type": "t", "payload": i, "queue": queue, "priority": i} for i in range(5)]
+    jobs[4]["idempotency_key"] = "once"
+    made = http.post("/v1/jobs/batch", json={"jobs": jobs})
+    assert made.status_code == 201, made.text
+    created = made.json()["jobs"]
+    assert [c["status"] for c in created] == ["pending"] * 5
+    assert [http.get(f"/v1/jobs/{c['id']}").json()["payload"] for c in created] == [0, 1, 2, 3, 4]
+    again = http.post("/v1/jobs/batch", json={"jobs": [jobs[4]]}).json()["jobs"]
+    assert again == [{**created[4], "duplicate": True}]
+
+    bad = [*jobs[:2], {"type": "t", "payload": 1, "queue": queue, "priority": -1}]
+    assert (
+        error_of(http.post("/v1/jobs/batch", json={"jobs": bad}), 400)["field"]
+        == "jobs[2].priority"
+    )
+    mixed = [jobs[0], {**jobs[1], "queue": "elsewhere"}]
+    assert (
+        error_of(http.post("/v1/jobs/batch", json={"jobs": mixed}), 400)["field"] == "jobs[1].queue"
+    )
+    both = [jobs[0], {**jobs[1], "delay_seconds": 1, "run_at": "2030-01-01T00:00:00Z"}]
+    assert (
+        error_of(http.post("/v1/jobs/batch", json={"jobs": both}), 400)["field"] == "jobs[1].run_at"
+    )
+    assert error_of(http.post("/v1/jobs/batch", json={"jobs": []}), 400)["field"] == "jobs"
+    counts = {r["status"]: r["count"] for r in http.get("/v1/queues").json()["queues"]
+              if r["queue"] == queue}  # fmt: skip
+    assert counts["pending"] == 5  # nothing of the refused batches got in
+
+
 def test_list_recent_jobs_by_queue_and_status(http: httpx.Client) -> None:
     queue = queue_name()
     ids = [submit(http, queue=queue, payload=i)["id"] for i in range(3)]

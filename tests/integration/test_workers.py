@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.nodes import NodeProcess, wait_until
+from tests.integration.nodes import NodeProcess, free_ports, wait_until
 
 HANDLERS = """
 import os, time
@@ -208,3 +208,31 @@ def test_weighted_queues_split_as_configured(http: httpx.Client, workers: Worker
     first = [row[1] for row in workers.lines()[:200]]
     share = first.count(high) / len(first)
     assert 0.70 <= share <= 0.80, share  # 3:1 is 0.75
+
+
+def test_node_restart_with_workers_connected_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    """SIGTERM the node under running jobs: the lease streams end cleanly, the
+    workers' settles wait for the node to come back (same address, same data),
+    and every job runs once."""
+    (port,) = free_ports(1)
+    listen = ("--grpc-listen", f"127.0.0.1:{port}")
+    node = NodeProcess(str(tmp_path / "data"), *listen).start()
+    running = Workers(node, tmp_path)
+    try:
+        with httpx.Client(base_url=f"http://{node.http}", timeout=10) as http:
+            queue = make_queue(http)
+            ids = [submit(http, queue, "slow", {"seconds": 1.5}) for _ in range(8)]
+        running.start(queue, "--concurrency", "4")
+        wait_until(lambda: len(running.lines("start")) == 4, timeout=20)
+        assert node.stop(signal.SIGTERM) == 0
+        assert "kokaq node stopped" in node.text
+        node = NodeProcess(str(tmp_path / "data"), *listen).start()
+        with httpx.Client(base_url=f"http://{node.http}", timeout=10) as http:
+            wait_until(lambda: statuses(http, ids)["succeeded"] == 8, timeout=60)
+            assert all(job(http, i)["attempts"] == 1 for i in ids)
+        started = [row[0] for row in running.lines("start")]
+        assert sorted(started) == sorted(ids)  # none started twice
+        assert sorted(row[0] for row in running.lines("end")) == sorted(ids)
+    finally:
+        running.stop_all()
+        node.kill()
