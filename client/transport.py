@@ -26,6 +26,7 @@ from kokaq.server.service import CONSISTENCY_HEADER
 __all__ = [
     "CLUSTER_STATUS",
     "SETTLE",
+    "SETTLE_MANY",
     "AsyncGrpcTransport",
     "GrpcTransport",
     "RetryPolicy",
@@ -36,6 +37,7 @@ __all__ = [
 #: settling a job leased over the worker stream.
 CLUSTER_STATUS = "Status"
 SETTLE = "Settle"
+SETTLE_MANY = "SettleMany"
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 80 * 1024 * 1024),
@@ -78,6 +80,8 @@ def _route(name: str) -> tuple[str, Any]:
         return "/kokaq.v1.Cluster/Status", pb.ClusterStatus
     if name == SETTLE:
         return "/kokaq.v1.Workers/Settle", pb.SettleResponse
+    if name == SETTLE_MANY:
+        return "/kokaq.v1.Workers/SettleMany", pb.SettleManyResponse
     operation = OPERATIONS[name]
     return f"/kokaq.v1.{operation.service}/{name}", operation.response
 

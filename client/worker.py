@@ -41,7 +41,7 @@ from typing import Any
 import grpc
 
 from kokaq.client.calls import queue_weights
-from kokaq.client.transport import SETTLE, AsyncGrpcTransport, RetryPolicy, error_of_rpc
+from kokaq.client.transport import SETTLE_MANY, AsyncGrpcTransport, RetryPolicy, error_of_rpc
 from kokaq.core import (
     FailureReason,
     InvalidArgument,
@@ -52,6 +52,7 @@ from kokaq.core import (
     Unauthenticated,
 )
 from kokaq.protocol import convert as cv
+from kokaq.protocol.errors import error_from_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
 __all__ = ["Handler", "Job", "Worker"]
@@ -96,6 +97,56 @@ def job_of(message: MessageView) -> Job:
 def error_summary(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     return text[:_MAX_ERROR]
+
+
+class _Settler:
+    """Sends settles in batches: while one ``SettleMany`` is out, the next
+    ones gather (up to ``batch_size``), as the ``Producer`` does for enqueues."""
+
+    def __init__(self, transport: AsyncGrpcTransport, batch_size: int = 500) -> None:
+        self._transport = transport
+        self._batch_size = batch_size
+        self._pending: list[tuple[pb.SettleRequest, asyncio.Future[str]]] = []
+        self._wake = asyncio.Event()
+
+    async def settle(self, request: pb.SettleRequest) -> str:
+        """The outcome ("acked", "released", a nack's outcome); raises the job's error."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        self._wake.set()
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[: self._batch_size]
+                del self._pending[: self._batch_size]
+                by_session: dict[str, list[tuple[pb.SettleRequest, asyncio.Future[str]]]] = {}
+                for item in batch:
+                    by_session.setdefault(item[0].session_id, []).append(item)
+                for session, items in by_session.items():
+                    await self._send(session, items)
+
+    async def _send(
+        self, session: str, items: list[tuple[pb.SettleRequest, asyncio.Future[str]]]
+    ) -> None:
+        request = pb.SettleManyRequest(session_id=session, items=[r for r, _ in items])
+        try:
+            response = await self._transport.call(SETTLE_MANY, request)
+        except KokaqError as error:
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), result in zip(items, response.results, strict=True):
+            if future.done():
+                continue
+            if result.error.type:
+                future.set_exception(error_from_detail(result.error))
+            else:
+                future.set_result(result.outcome)
 
 
 class Worker:
@@ -189,6 +240,8 @@ class Worker:
             asyncio.create_task(self._runner(transport, pool, inbox, running))
             for _ in range(self.concurrency)
         ]
+        self._settler = _Settler(transport)
+        settling = asyncio.create_task(self._settler.run())
         feeder = asyncio.create_task(self._feed(transport, inbox))
         stopped = asyncio.create_task(self._stopping.wait())
         try:
@@ -200,6 +253,7 @@ class Worker:
             feeder.cancel()
             stopped.cancel()
             await self._drain(transport, inbox, runners, running)
+            settling.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
             if self._transport is None:
                 await transport.close()
@@ -337,7 +391,7 @@ class Worker:
         self, transport: AsyncGrpcTransport, settle: pb.SettleRequest, message: MessageView
     ) -> None:
         try:
-            await transport.call(SETTLE, settle)
+            await self._settler.settle(settle)
             self.processed += 1
         except LockLost:
             log.warning("job %s was settled or its lease ran out before the answer", message.id)

@@ -24,8 +24,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from kokaq.core import MAX_BATCH, InvalidArgument, KokaqError
+from kokaq.core import MAX_BATCH, InvalidArgument, KokaqError, Unavailable
 from kokaq.protocol import convert as cv
+from kokaq.protocol.errors import error_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.committer import new_ids, wall_clock_ms
 from kokaq.server.gateway import Gateway
@@ -151,7 +152,68 @@ class WorkerSessions:
             await abort_with(context, error)
             return None
         finally:
-            self._give_back(request)
+            self._give_back(request.session_id, [request])
+
+    async def settle_many(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """Settle many jobs in one call: the acks of one queue go to the log as
+        one AckBatch. Each item succeeds or fails alone."""
+        try:
+            request = _parse(pb.SettleManyRequest, raw)
+            if not 1 <= len(request.items) <= MAX_BATCH:
+                raise InvalidArgument("items", f"must hold 1 to {MAX_BATCH} items")
+        except KokaqError as error:
+            await abort_with(context, error)
+            return None
+        key = self._gateway.auth.key_of(context.invocation_metadata() or ())
+        items = list(request.items)
+        results = [pb.SettleOutcome() for _ in items]
+        by_queue: dict[tuple[str, str], list[int]] = {}
+        others = []
+        for index, item in enumerate(items):
+            if item.WhichOneof("outcome") == "ack":
+                by_queue.setdefault((item.ack.namespace, item.ack.queue), []).append(index)
+            else:
+                others.append(index)
+
+        unavailable: list[KokaqError] = []
+
+        async def ack_group(namespace: str, queue: str, indexes: list[int]) -> None:
+            batch = pb.AckBatchRequest(namespace=namespace, queue=queue)
+            for index in indexes:
+                batch.items.add(
+                    message_id=items[index].ack.message_id, lock_id=items[index].ack.lock_id
+                )
+            try:
+                errors = await self._gateway.run("AckBatch", batch, key)
+            except Unavailable as failure:
+                unavailable.append(failure)
+                return
+            except KokaqError as failure:
+                errors = [failure] * len(indexes)
+            for index, found in zip(indexes, errors, strict=True):
+                _record(results[index], "acked", found)
+
+        async def one(index: int) -> None:
+            try:
+                _record(results[index], await self._settle(items[index], key), None)
+            except Unavailable as failure:
+                unavailable.append(failure)
+            except KokaqError as error:
+                _record(results[index], "", error)
+
+        try:
+            await asyncio.gather(
+                *(ack_group(ns, q, indexes) for (ns, q), indexes in by_queue.items()),
+                *(one(index) for index in others),
+            )
+        finally:
+            self._give_back(request.session_id, items)
+        if unavailable:
+            # Not the leader (or stopping): fail the call, so the worker sends
+            # it again where it can apply. What did apply fails cleanly then
+            # (a lost lock), and is not repeated.
+            await abort_with(context, unavailable[0])
+        return pb.SettleManyResponse(results=results)
 
     async def _settle(self, request: pb.SettleRequest, key: str | None) -> str:
         outcome = request.WhichOneof("outcome")
@@ -165,15 +227,16 @@ class WorkerSessions:
             return "released"
         raise InvalidArgument("outcome", "give ack, nack or release")
 
-    def _give_back(self, request: pb.SettleRequest) -> None:
-        session = self._sessions.get(request.session_id)
+    def _give_back(self, session_id: str, settled: list[pb.SettleRequest]) -> None:
+        session = self._sessions.get(session_id)
         if session is None:
             return
-        outcome = request.WhichOneof("outcome")
-        if outcome is not None:
-            settled = getattr(request, outcome)
-            lock = settled if outcome == "ack" else settled.lock
-            session.held.pop((lock.message_id, lock.lock_id), None)
+        for request in settled:
+            outcome = request.WhichOneof("outcome")
+            if outcome is not None:
+                item = getattr(request, outcome)
+                lock = item if outcome == "ack" else item.lock
+                session.held.pop((lock.message_id, lock.lock_id), None)
         session.settled.set()
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
@@ -190,8 +253,20 @@ class WorkerSessions:
                     request_deserializer=None,
                     response_serializer=pb.SettleResponse.SerializeToString,
                 ),
+                "SettleMany": grpc.unary_unary_rpc_method_handler(
+                    self.settle_many,
+                    request_deserializer=None,
+                    response_serializer=pb.SettleManyResponse.SerializeToString,
+                ),
             },
         )
+
+
+def _record(result: pb.SettleOutcome, outcome: str, error: KokaqError | None) -> None:
+    if error is None:
+        result.outcome = outcome
+    else:
+        result.error.CopyFrom(error_detail(error))
 
 
 def _parse(cls: Any, raw: bytes) -> Any:

@@ -1594,6 +1594,11 @@ class WorkersStub:
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleRequest.SerializeToString,
                 response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleResponse.FromString,
                 _registered_method=True)
+        self.SettleMany = channel.unary_unary(
+                '/kokaq.v1.Workers/SettleMany',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyResponse.FromString,
+                _registered_method=True)
 
 
 class WorkersServicer:
@@ -1612,6 +1617,14 @@ class WorkersServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettleMany(self, request, context):
+        """Settles many jobs in one call (acks of one queue become one AckBatch);
+        each succeeds or fails alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkersServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1624,6 +1637,11 @@ def add_WorkersServicer_to_server(servicer, server):
                     servicer.Settle,
                     request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleRequest.FromString,
                     response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleResponse.SerializeToString,
+            ),
+            'SettleMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleMany,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1680,6 +1698,33 @@ class Workers:
             '/kokaq.v1.Workers/Settle',
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleRequest.SerializeToString,
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.Workers/SettleMany',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -386,6 +386,10 @@ class WorkersStub:
     Lease: _grpc.UnaryStreamMultiCallable[_kokaq_pb2.LeaseRequest, _kokaq_pb2.LeaseEvent]
     """Leases jobs as they become ready, never more than the credit unsettled."""
     Settle: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.SettleRequest, _kokaq_pb2.SettleResponse]
+    SettleMany: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.SettleManyRequest, _kokaq_pb2.SettleManyResponse]
+    """Settles many jobs in one call (acks of one queue become one AckBatch);
+    each succeeds or fails alone.
+    """
 
 @_typing.type_check_only
 class WorkersAsyncStub(WorkersStub):
@@ -393,6 +397,10 @@ class WorkersAsyncStub(WorkersStub):
     Lease: _aio.UnaryStreamMultiCallable[_kokaq_pb2.LeaseRequest, _kokaq_pb2.LeaseEvent]  # type: ignore[assignment]
     """Leases jobs as they become ready, never more than the credit unsettled."""
     Settle: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.SettleRequest, _kokaq_pb2.SettleResponse]  # type: ignore[assignment]
+    SettleMany: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.SettleManyRequest, _kokaq_pb2.SettleManyResponse]  # type: ignore[assignment]
+    """Settles many jobs in one call (acks of one queue become one AckBatch);
+    each succeeds or fails alone.
+    """
 
 class WorkersServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -409,5 +417,15 @@ class WorkersServicer(metaclass=_abc_1.ABCMeta):
         request: _kokaq_pb2.SettleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kokaq_pb2.SettleResponse, _abc.Awaitable[_kokaq_pb2.SettleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SettleMany(
+        self,
+        request: _kokaq_pb2.SettleManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.SettleManyResponse, _abc.Awaitable[_kokaq_pb2.SettleManyResponse]]:
+        """Settles many jobs in one call (acks of one queue become one AckBatch);
+        each succeeds or fails alone.
+        """
 
 def add_WorkersServicer_to_server(servicer: WorkersServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -15,9 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
+from kokaq.client import GrpcTransport
+from kokaq.client.transport import SETTLE, SETTLE_MANY
+from kokaq.core import InvalidArgument
+from kokaq.protocol.v1 import kokaq_pb2 as pb
 from tests.integration.nodes import NodeProcess, free_ports, wait_until
 
 HANDLERS = """
@@ -229,10 +234,56 @@ def test_node_restart_with_workers_connected_loses_and_repeats_nothing(tmp_path:
         node = NodeProcess(str(tmp_path / "data"), *listen).start()
         with httpx.Client(base_url=f"http://{node.http}", timeout=10) as http:
             wait_until(lambda: statuses(http, ids)["succeeded"] == 8, timeout=60)
-            assert all(job(http, i)["attempts"] == 1 for i in ids)
+            attempts = [job(http, i)["attempts"] for i in ids]
+            assert attempts == [1] * 8, running.output(0)  # no lease ran out, none repeated
         started = [row[0] for row in running.lines("start")]
         assert sorted(started) == sorted(ids)  # none started twice
         assert sorted(row[0] for row in running.lines("end")) == sorted(ids)
     finally:
         running.stop_all()
         node.kill()
+
+
+def test_worker_rpcs_refuse_bad_input(node: NodeProcess, http: httpx.Client) -> None:
+    queue = make_queue(http)
+    transport = GrpcTransport(node.grpc)
+    channel = grpc.insecure_channel(node.grpc)
+    try:
+        lease = channel.unary_stream(
+            "/kokaq.v1.Workers/Lease",
+            request_serializer=pb.LeaseRequest.SerializeToString,
+            response_deserializer=pb.LeaseEvent.FromString,
+        )
+        queues = [pb.QueueWeight(queue=queue, weight=1)]
+        for request, field in (
+            (pb.LeaseRequest(namespace="default", credit=1), "queues"),
+            (pb.LeaseRequest(namespace="default", queues=queues, credit=0), "credit"),
+            (pb.LeaseRequest(namespace="default", queues=queues, credit=1001), "credit"),
+        ):
+            with pytest.raises(grpc.RpcError) as raised:
+                next(iter(lease(request, timeout=5)))
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert field in str(raised.value.details())
+        missing = pb.LeaseRequest(
+            namespace="default", queues=[pb.QueueWeight(queue="nope")], credit=1
+        )
+        stream = lease(missing, timeout=5)
+        assert next(iter(stream)).session_id  # the session opens, then the dequeue fails
+        with pytest.raises(grpc.RpcError) as raised:
+            next(iter(stream))
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+        with pytest.raises(InvalidArgument) as bad:
+            transport.call(SETTLE_MANY, pb.SettleManyRequest(session_id="s"))
+        assert bad.value.field == "items"
+        job_id = submit(http, queue, "ok")
+        stale = pb.LockRef(namespace="default", queue=queue, message_id=job_id, lock_id="nope")
+        settle = pb.SettleRequest(ack=stale)
+        unknown = pb.SettleRequest(nack=pb.NackRequest(lock=stale, delay_ms=-5))
+        answer = transport.call(SETTLE_MANY, pb.SettleManyRequest(items=[settle, unknown]))
+        assert [r.error.type for r in answer.results] == ["LockLost", "InvalidArgument"]
+        with pytest.raises(InvalidArgument):
+            transport.call(SETTLE, pb.SettleRequest(session_id="s"))  # no outcome
+    finally:
+        channel.close()
+        transport.close()
