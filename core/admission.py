@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kokaq.core.config import DAY, QueueConfig
+from kokaq.core.config import DAY, BackoffPolicy, QueueConfig
 from kokaq.core.errors import InvalidArgument, PayloadTooLarge
 from kokaq.core.message import Headers, Message
 from kokaq.core.validation import check_id, check_int, check_key
@@ -30,6 +30,7 @@ def admit(
     dedup_key: str | None = None,
     fairness_key: str | None = None,
     cost: int = 1,
+    backoff: BackoffPolicy | None = None,
 ) -> Message:
     """Check one message against ``config`` and build it; raise on the first broken rule."""
     check_id("message_id", message_id)
@@ -73,6 +74,10 @@ def admit(
         check_key("fairness_key", fairness_key, 128)
     if type(cost) is not int or cost != 1:
         check_int("cost", cost, 1, 1_000_000)
+    if backoff is not None:
+        if not isinstance(backoff, BackoffPolicy):
+            raise InvalidArgument("backoff", "must be a BackoffPolicy")
+        backoff.validate("backoff")
     return Message(
         message_id,
         payload,
@@ -86,4 +91,5 @@ def admit(
         cost,
         max_deliveries,
         dedup_key,
+        backoff,
     )

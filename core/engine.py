@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from kokaq.core import snapshot as _snapshot
 from kokaq.core.admission import MAX_DELAY_MS, admit
 from kokaq.core.browse import MessageOps
-from kokaq.core.config import SECOND, NamespaceConfig, QueueConfig
+from kokaq.core.config import SECOND, BackoffPolicy, NamespaceConfig, QueueConfig
 from kokaq.core.dead_letters import DeadLetterOps
 from kokaq.core.engine_core import MAX_BATCH, MAX_LEASE_MS, MAX_TIME, EngineCore, is_pair
 from kokaq.core.errors import (
@@ -181,6 +181,7 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
         dedup_key: str | None = None,
         fairness_key: str | None = None,
         cost: int = 1,
+        backoff: BackoffPolicy | None = None,
     ) -> EnqueueResult:
         """Enqueue one message. A repeat of a dedup key within the window
         returns the first message's id with ``duplicate=True`` and adds nothing.
@@ -208,6 +209,7 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
             dedup_key,
             fairness_key,
             cost,
+            backoff,
         )
         if dedup_key is not None:
             first = q.duplicate_of(dedup_key, now)
@@ -272,6 +274,7 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
                     spec.dedup_key,
                     spec.fairness_key,
                     spec.cost,
+                    spec.backoff,
                 )
             except InvalidArgument as error:
                 raise error.at(f"items[{index}]") from None

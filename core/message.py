@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from kokaq.core.config import BackoffPolicy
 from kokaq.core.errors import InvalidArgument
 from kokaq.core.validation import check_key, check_text
 
@@ -82,8 +83,9 @@ class MessageSpec:
     """One message to enqueue. Only ``payload`` is required.
 
     Give ``delay_ms`` or ``run_at`` (not both), ``ttl_ms`` or ``expires_at``
-    (not both). ``max_deliveries`` overrides the queue's setting for this
-    message. ``fairness_key`` and ``cost`` feed the scheduler.
+    (not both). ``max_deliveries`` and ``backoff`` (retry delays after a
+    nack) override the queue's settings for this message. ``fairness_key``
+    and ``cost`` feed the scheduler.
     """
 
     payload: bytes
@@ -97,6 +99,7 @@ class MessageSpec:
     dedup_key: str | None = None
     fairness_key: str | None = None
     cost: int = 1
+    backoff: BackoffPolicy | None = None
 
 
 class Message:
@@ -123,6 +126,7 @@ class Message:
         "lease_ms",
         "last_error",
         "failure_reason",
+        "backoff",
         # The index entry that currently holds this message: the scheduler's
         # while ready, a timer's while delayed or leased. Entries that are not
         # this one are stale and skipped (lazy deletion).
@@ -150,6 +154,7 @@ class Message:
     lease_ms: int
     last_error: str | None
     failure_reason: FailureReason | None
+    backoff: BackoffPolicy | None
     entry: object
     ttl_entry: object
 
@@ -167,6 +172,7 @@ class Message:
         cost: int = 1,
         max_deliveries: int | None = None,
         dedup_key: str | None = None,
+        backoff: BackoffPolicy | None = None,
     ) -> None:
         self.id = message_id
         self.payload = payload
@@ -188,6 +194,7 @@ class Message:
         self.lease_ms = 0
         self.last_error = None
         self.failure_reason = None
+        self.backoff = backoff
         self.entry = None
         self.ttl_entry = None
 
@@ -218,3 +225,4 @@ class MessageView(NamedTuple):
     lock_deadline: int | None
     last_error: str | None
     failure_reason: FailureReason | None
+    backoff: BackoffPolicy | None = None  # this message's own retry delays

@@ -159,6 +159,7 @@ class Queue:
                 m.lock_deadline,
                 m.last_error,
                 m.failure_reason,
+                m.backoff,
             ),
         )
 
@@ -337,7 +338,8 @@ class Queue:
         if self._exhausted(message):
             return NackResult(self._fail(message, now, None))
         if delay_ms is None:
-            delay_ms = retry_delay(self.config.backoff, message.id, message.deliveries)
+            policy = message.backoff or self.config.backoff
+            delay_ms = retry_delay(policy, message.id, message.deliveries)
         self._requeue(message, now + delay_ms, now)
         if delay_ms:
             return NackResult(NackOutcome.DELAYED, message.visible_at)

@@ -8,9 +8,10 @@ order as the original.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from kokaq.core.config import NamespaceConfig, QueueConfig
+from kokaq.core.config import BackoffPolicy, NamespaceConfig, QueueConfig
 from kokaq.core.errors import InvalidArgument
 from kokaq.core.indexes import deadline_key
 from kokaq.core.message import FailureReason, Headers, Message, MessageState
@@ -155,6 +156,7 @@ def _dump_message(m: Message) -> list[Any]:
         m.lease_ms,
         m.last_error,
         None if m.failure_reason is None else m.failure_reason.value,
+        None if m.backoff is None else list(dataclasses.astuple(m.backoff)),
     ]
 
 
@@ -180,7 +182,8 @@ def _load_message(fields: list[Any]) -> Message:
         lease_ms,
         last_error,
         failure_reason,
-    ) = fields
+        backoff,
+    ) = fields if len(fields) == 21 else [*fields, None]  # snapshots before backoff: 20
     message = Message(
         message_id,
         payload,
@@ -194,6 +197,7 @@ def _load_message(fields: list[Any]) -> Message:
         cost,
         max_deliveries,
         dedup_key,
+        None if backoff is None else BackoffPolicy(*backoff),
     )
     message.updated_at = updated_at
     message.deliveries = deliveries

@@ -7,12 +7,14 @@ serves them all; a field left out of a message takes the core default.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message as ProtoMessage
 
 from kokaq.core import (
+    BackoffPolicy,
     BandShare,
     EnqueueResult,
     FailureReason,
@@ -257,6 +259,17 @@ def _optional(message: ProtoMessage, name: str) -> Any:
     return getattr(message, name) if message.HasField(name) else None
 
 
+def backoff_to_proto(policy: BackoffPolicy | None) -> pb.BackoffPolicy | None:
+    return None if policy is None else pb.BackoffPolicy(**dataclasses.asdict(policy))
+
+
+def backoff_from_proto(holder: pb.MessageSpec | pb.Message) -> BackoffPolicy | None:
+    """The ``backoff`` of a spec or message; protobuf's own checks left to the engine."""
+    if not holder.HasField("backoff"):
+        return None
+    return BackoffPolicy(**message_to_dict(holder.backoff))
+
+
 def spec_to_proto(spec: MessageSpec) -> pb.MessageSpec:
     return pb.MessageSpec(
         payload=spec.payload,
@@ -270,6 +283,7 @@ def spec_to_proto(spec: MessageSpec) -> pb.MessageSpec:
         dedup_key=spec.dedup_key,
         fairness_key=spec.fairness_key,
         cost=None if spec.cost == 1 else spec.cost,
+        backoff=backoff_to_proto(spec.backoff),
     )
 
 
@@ -286,6 +300,7 @@ def spec_from_proto(message: pb.MessageSpec) -> MessageSpec:
         dedup_key=_optional(message, "dedup_key"),
         fairness_key=_optional(message, "fairness_key"),
         cost=message.cost if message.HasField("cost") else 1,
+        backoff=backoff_from_proto(message),
     )
 
 
@@ -311,6 +326,7 @@ def message_to_proto(view: MessageView) -> pb.Message:
         lock_deadline=view.lock_deadline,
         last_error=view.last_error,
         failure_reason=failure_reason_to_proto(view.failure_reason),
+        backoff=backoff_to_proto(view.backoff),
     )
 
 
@@ -339,6 +355,7 @@ def message_from_proto(message: pb.Message) -> MessageView:
         failure_reason=(
             failure_reason_from_proto(message.failure_reason) if message.failure_reason else None
         ),
+        backoff=backoff_from_proto(message),
     )
 
 

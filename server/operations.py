@@ -84,6 +84,7 @@ def _enqueue(engine: Engine, r: pb.EnqueueRequest, now: int, ids: Sequence[str])
         dedup_key=spec.dedup_key,
         fairness_key=spec.fairness_key,
         cost=spec.cost,
+        backoff=spec.backoff,
     )
 
 

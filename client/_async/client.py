@@ -172,7 +172,8 @@ class AsyncQueue:
         **options: Any,
     ) -> EnqueueResult:
         """Options: delay_ms, run_at, ttl_ms, expires_at, max_deliveries,
-        dedup_key (one is made up if not given), fairness_key, cost."""
+        dedup_key (one is made up if not given), fairness_key, cost, backoff
+        (a BackoffPolicy: this message's retry delays)."""
         spec = make_spec(payload, priority, headers, **options)
         return await self.client.run(calls.enqueue(self.namespace, self.name, spec))
 

@@ -165,6 +165,7 @@ class MessageSpec(_message.Message):
     DEDUP_KEY_FIELD_NUMBER: _builtins.int
     FAIRNESS_KEY_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
+    BACKOFF_FIELD_NUMBER: _builtins.int
     payload: _builtins.bytes
     priority: _builtins.int
     delay_ms: _builtins.int
@@ -181,6 +182,10 @@ class MessageSpec(_message.Message):
     """default 1"""
     @_builtins.property
     def headers(self) -> Global___Headers: ...
+    @_builtins.property
+    def backoff(self) -> Global___BackoffPolicy:
+        """retry delays after a nack; default: the queue's"""
+
     def __init__(
         self,
         *,
@@ -195,10 +200,11 @@ class MessageSpec(_message.Message):
         dedup_key: _builtins.str | None = ...,
         fairness_key: _builtins.str | None = ...,
         cost: _builtins.int | None = ...,
+        backoff: Global___BackoffPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost", b"_cost", "_dedup_key", b"_dedup_key", "_delay_ms", b"_delay_ms", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_max_deliveries", b"_max_deliveries", "_run_at", b"_run_at", "_ttl_ms", b"_ttl_ms", "cost", b"cost", "dedup_key", b"dedup_key", "delay_ms", b"delay_ms", "expires_at", b"expires_at", "fairness_key", b"fairness_key", "headers", b"headers", "max_deliveries", b"max_deliveries", "run_at", b"run_at", "ttl_ms", b"ttl_ms"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cost", b"_cost", "_dedup_key", b"_dedup_key", "_delay_ms", b"_delay_ms", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_max_deliveries", b"_max_deliveries", "_run_at", b"_run_at", "_ttl_ms", b"_ttl_ms", "backoff", b"backoff", "cost", b"cost", "dedup_key", b"dedup_key", "delay_ms", b"delay_ms", "expires_at", b"expires_at", "fairness_key", b"fairness_key", "headers", b"headers", "max_deliveries", b"max_deliveries", "run_at", b"run_at", "ttl_ms", b"ttl_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost", b"_cost", "_dedup_key", b"_dedup_key", "_delay_ms", b"_delay_ms", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_max_deliveries", b"_max_deliveries", "_run_at", b"_run_at", "_ttl_ms", b"_ttl_ms", "cost", b"cost", "dedup_key", b"dedup_key", "delay_ms", b"delay_ms", "expires_at", b"expires_at", "fairness_key", b"fairness_key", "headers", b"headers", "max_deliveries", b"max_deliveries", "payload", b"payload", "priority", b"priority", "run_at", b"run_at", "ttl_ms", b"ttl_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost", b"_cost", "_dedup_key", b"_dedup_key", "_delay_ms", b"_delay_ms", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_max_deliveries", b"_max_deliveries", "_run_at", b"_run_at", "_ttl_ms", b"_ttl_ms", "backoff", b"backoff", "cost", b"cost", "dedup_key", b"dedup_key", "delay_ms", b"delay_ms", "expires_at", b"expires_at", "fairness_key", b"fairness_key", "headers", b"headers", "max_deliveries", b"max_deliveries", "payload", b"payload", "priority", b"priority", "run_at", b"run_at", "ttl_ms", b"ttl_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cost: _TypeAlias = _typing.Literal["cost"]  # noqa: Y015
     _WhichOneofArgType__cost: _TypeAlias = _typing.Literal["_cost", b"_cost"]  # noqa: Y015
@@ -259,6 +265,7 @@ class Message(_message.Message):
     LOCK_DEADLINE_FIELD_NUMBER: _builtins.int
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    BACKOFF_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     namespace: _builtins.str
     queue: _builtins.str
@@ -281,6 +288,10 @@ class Message(_message.Message):
     failure_reason: Global___FailureReason.ValueType
     @_builtins.property
     def headers(self) -> Global___Headers: ...
+    @_builtins.property
+    def backoff(self) -> Global___BackoffPolicy:
+        """set when the message has its own"""
+
     def __init__(
         self,
         *,
@@ -304,10 +315,11 @@ class Message(_message.Message):
         lock_deadline: _builtins.int | None = ...,
         last_error: _builtins.str | None = ...,
         failure_reason: Global___FailureReason.ValueType = ...,
+        backoff: Global___BackoffPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "dedup_key", b"dedup_key", "expires_at", b"expires_at", "fairness_key", b"fairness_key", "headers", b"headers", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "backoff", b"backoff", "dedup_key", b"dedup_key", "expires_at", b"expires_at", "fairness_key", b"fairness_key", "headers", b"headers", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "cost", b"cost", "created_at", b"created_at", "dedup_key", b"dedup_key", "deliveries", b"deliveries", "expires_at", b"expires_at", "failure_reason", b"failure_reason", "fairness_key", b"fairness_key", "headers", b"headers", "id", b"id", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries", "namespace", b"namespace", "payload", b"payload", "priority", b"priority", "queue", b"queue", "state", b"state", "updated_at", b"updated_at", "visible_at", b"visible_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "backoff", b"backoff", "cost", b"cost", "created_at", b"created_at", "dedup_key", b"dedup_key", "deliveries", b"deliveries", "expires_at", b"expires_at", "failure_reason", b"failure_reason", "fairness_key", b"fairness_key", "headers", b"headers", "id", b"id", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries", "namespace", b"namespace", "payload", b"payload", "priority", b"priority", "queue", b"queue", "state", b"state", "updated_at", b"updated_at", "visible_at", b"visible_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dedup_key: _TypeAlias = _typing.Literal["dedup_key"]  # noqa: Y015
     _WhichOneofArgType__dedup_key: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key"]  # noqa: Y015

@@ -53,6 +53,28 @@ Status = Literal["pending", "leased", "succeeded", "failed", "dead"]
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
+class RetryBackoff(BaseModel):
+    """Retry delays: ``min(max_seconds, base_seconds * factor^(attempt-1))``,
+    less up to ``jitter`` of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_seconds: Annotated[float, Field(ge=0, le=86_400)] = 2.0
+    factor: Annotated[float, Field(ge=1, le=100)] = 2.0
+    max_seconds: Annotated[float, Field(ge=0, le=30 * 86_400)] = 3_600.0
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+    def policy(self) -> BackoffPolicy:
+        if self.max_seconds < self.base_seconds:
+            raise InvalidArgument("retry_backoff.max_seconds", "must be at least base_seconds")
+        return BackoffPolicy(
+            base_ms=round(self.base_seconds * 1000),
+            factor=self.factor,
+            cap_ms=round(self.max_seconds * 1000),
+            jitter=self.jitter,
+        )
+
+
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -69,6 +91,9 @@ class JobIn(BaseModel):
         None, description="a repeat within the queue's dedup window returns the first job"
     )
     fairness_key: Key | None = Field(None, description="the tenant, for fair scheduling")
+    retry_backoff: RetryBackoff | None = Field(
+        None, description="this job's retry delays; default: its queue's (GoQuorra's 2^n s)"
+    )
 
 
 class JobCreated(BaseModel):
@@ -96,6 +121,7 @@ class Job(BaseModel):
     run_at: str | None
     expires_at: str | None
     lease_expires_at: str | None
+    retry_backoff: dict[str, float] | None = None
     payload: JsonValue = None
     payload_base64: str | None = None
 
@@ -145,6 +171,7 @@ def job_spec(job: JobIn) -> MessageSpec:
         max_deliveries=job.max_retries + 1,
         dedup_key=job.idempotency_key,
         fairness_key=job.fairness_key,
+        backoff=None if job.retry_backoff is None else job.retry_backoff.policy(),
     )
 
 

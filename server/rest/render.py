@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
 
-from kokaq.core import InvalidArgument, MessageState, MessageView
+from kokaq.core import BackoffPolicy, InvalidArgument, MessageState, MessageView
 
 __all__ = ["JOB_STATUSES", "iso", "job_json", "job_status", "message_json", "to_ms"]
 
@@ -71,6 +72,15 @@ def _headers(view: MessageView) -> dict[str, Any] | None:
     }
 
 
+def _retry_backoff(policy: BackoffPolicy) -> dict[str, float]:
+    return {
+        "base_seconds": policy.base_ms / 1000,
+        "factor": policy.factor,
+        "max_seconds": policy.cap_ms / 1000,
+        "jitter": policy.jitter,
+    }
+
+
 def job_json(view: MessageView) -> dict[str, Any]:
     max_retries = None if view.max_deliveries is None else max(view.max_deliveries - 1, 0)
     return {
@@ -91,6 +101,7 @@ def job_json(view: MessageView) -> dict[str, Any]:
         "run_at": iso(view.visible_at),
         "expires_at": iso(view.expires_at),
         "lease_expires_at": iso(view.lock_deadline),
+        "retry_backoff": None if view.backoff is None else _retry_backoff(view.backoff),
         **_payload(view, decode_json=True),
     }
 
@@ -116,5 +127,6 @@ def message_json(view: MessageView) -> dict[str, Any]:
         "lock_deadline": view.lock_deadline,
         "last_error": view.last_error,
         "failure_reason": None if view.failure_reason is None else str(view.failure_reason),
+        "backoff": None if view.backoff is None else dataclasses.asdict(view.backoff),
         **_payload(view, decode_json=False),
     }

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kokaq.core import (
     MAX_BATCH,
     MAX_PRIORITY,
+    BackoffPolicy,
     ConfigError,
     FailureReason,
     Headers,
@@ -231,6 +232,14 @@ class HeadersIn(BaseModel):
     user: dict[str, str] = Field(default_factory=dict)
 
 
+class BackoffIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base_ms: Millis = 1_000
+    factor: Annotated[float, Field(ge=1, le=100)] = 2.0
+    cap_ms: Millis = 3_600_000
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     payload: str | None = Field(None, description="text, sent as UTF-8")
@@ -245,6 +254,7 @@ class MessageIn(BaseModel):
     dedup_key: Key | None = None
     fairness_key: Key | None = None
     cost: Annotated[int, Field(ge=1, le=2**31)] = 1
+    backoff: BackoffIn | None = Field(None, description="retry delays; default: the queue's")
 
     def spec(self, field: str) -> MessageSpec:
         if (self.payload is None) == (self.payload_base64 is None):
@@ -269,6 +279,7 @@ class MessageIn(BaseModel):
             dedup_key=self.dedup_key,
             fairness_key=self.fairness_key,
             cost=self.cost,
+            backoff=None if self.backoff is None else BackoffPolicy(**self.backoff.model_dump()),
         )
 
 

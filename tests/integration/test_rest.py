@@ -144,6 +144,32 @@ def test_a_failed_job_retries_with_goquorra_backoff_then_dies(http: httpx.Client
     assert (job["status"], job["attempts"], job["last_error"]) == ("dead", 2, "still down")
 
 
+def test_a_job_s_own_retry_backoff(http: httpx.Client) -> None:
+    queue = queue_name()
+    backoff = {"base_seconds": 0.5, "factor": 3.0, "max_seconds": 60, "jitter": 0.0}
+    job_id = submit(http, queue=queue, max_retries=5, retry_backoff=backoff)["id"]
+    assert http.get(f"/v1/jobs/{job_id}").json()["retry_backoff"] == backoff
+    waits = []
+    for _ in range(2):
+        deadline = time.monotonic() + 10
+        while not (leased := http.post(f"/v1/namespaces/default/queues/{queue}/dequeue", json={})
+                   .json()["messages"]):  # fmt: skip
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        before = time.time()
+        assert settle(http, leased[0], "nack", error="later").json()["outcome"] == "delayed"
+        run_at = datetime.fromisoformat(http.get(f"/v1/jobs/{job_id}").json()["run_at"])
+        waits.append(run_at.timestamp() - before)
+    assert 0.3 < waits[0] < 0.8 and 1.3 < waits[1] < 1.8  # 0.5 s, then 1.5 s
+    for bad, field in (
+        ({"factor": 0.5}, "retry_backoff.factor"),
+        ({"base_seconds": 10, "max_seconds": 1}, "retry_backoff.max_seconds"),
+        ({"speed": 1}, "retry_backoff.speed"),
+    ):
+        refused = http.post("/v1/jobs", json={"type": "t", "payload": 1, "retry_backoff": bad})
+        assert error_of(refused, 400)["field"] == field
+
+
 def test_idempotency_key_returns_the_first_job(http: httpx.Client) -> None:
     queue = queue_name()
     first = submit(http, queue=queue, idempotency_key="order-42")

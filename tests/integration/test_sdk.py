@@ -11,6 +11,7 @@ import pytest
 from kokaq.client import Client, calls
 from kokaq.core import (
     MAX_PRIORITY,
+    BackoffPolicy,
     Band,
     FailureReason,
     InvalidArgument,
@@ -278,3 +279,18 @@ def test_scheduling_stats_report_bands_and_keys(client: Client) -> None:
     with pytest.raises(InvalidArgument) as raised:
         queue.scheduling_stats(key_limit=0)
     assert raised.value.field == "key_limit"
+
+
+def test_a_message_carries_its_own_backoff(client: Client) -> None:
+    namespace, name = fresh(client)
+    queue = client.queue(namespace, name)
+    own = BackoffPolicy(base_ms=250, factor=4.0, cap_ms=10_000)
+    sent = queue.enqueue(b"x", backoff=own)
+    assert queue.get(sent.message_id).backoff == own
+    (leased,) = queue.dequeue()
+    outcome = leased.nack("retry")
+    assert outcome.visible_at is not None
+    assert 240 <= outcome.visible_at - queue.get(sent.message_id).updated_at <= 260
+    with pytest.raises(InvalidArgument) as raised:
+        queue.enqueue(b"x", backoff=BackoffPolicy(factor=0.5))
+    assert raised.value.field == "backoff.factor"

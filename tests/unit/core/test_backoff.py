@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import msgpack
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kokaq.core import BackoffPolicy
+from kokaq.core import BackoffPolicy, Engine, InvalidArgument, MessageSpec, QueueConfig
 from kokaq.core.backoff import retry_delay
+
+from .conftest import Harness
 
 
 def test_exponential_then_capped() -> None:
@@ -44,3 +48,55 @@ def test_jitter_spreads_messages() -> None:
     policy = BackoffPolicy(base_ms=10_000, jitter=1.0)
     delays = {retry_delay(policy, f"m{i}", 1) for i in range(100)}
     assert len(delays) > 90
+
+
+def test_a_message_s_own_backoff_overrides_the_queue_s() -> None:
+    h = Harness(QueueConfig(backoff=BackoffPolicy(base_ms=1_000, factor=2.0)))
+    own = BackoffPolicy(base_ms=50, factor=3.0, cap_ms=400)
+    mine = h.put(backoff=own).message_id
+    queue_s = h.put().message_id
+    delays: dict[str, list[int]] = {}
+    for _ in range(2):
+        for message in h.take(2):
+            result = h.engine.nack("ns", "q", message.id, message.lock_id or "", now=h.now)
+            assert result.visible_at is not None
+            delays.setdefault(message.id, []).append(result.visible_at - h.now)
+        h.advance(10_000)
+    assert delays[mine] == [50, 150]  # 50 * 3^(attempt-1)
+    assert delays[queue_s] == [1_000, 2_000]
+    assert h.get(mine).backoff == own and h.get(queue_s).backoff is None
+    restored = Engine.restore(h.engine.snapshot())
+    assert restored.get_message("ns", "q", mine).backoff == own
+
+
+def test_a_bad_message_backoff_is_refused_naming_the_field() -> None:
+    h = Harness()
+    with pytest.raises(InvalidArgument) as raised:
+        h.put(backoff=BackoffPolicy(factor=0.5))
+    assert raised.value.field == "backoff.factor"
+    with pytest.raises(InvalidArgument) as raised:
+        h.put(backoff={"base_ms": 5})
+    assert raised.value.field == "backoff"
+    specs = [MessageSpec(payload=b"a"), MessageSpec(payload=b"b", backoff=BackoffPolicy(cap_ms=-1))]
+    with pytest.raises(InvalidArgument) as raised:
+        h.engine.enqueue_batch("ns", "q", specs, message_ids=["x1", "x2"], now=h.now)
+    assert raised.value.field == "items[1].backoff.cap_ms"
+
+
+def test_snapshots_from_before_message_backoff_still_load() -> None:
+    h = Harness()
+    h.put()
+    body = msgpack.unpackb(h.engine.snapshot(), strict_map_key=False)
+
+    def strip(node: object) -> object:  # drop the trailing backoff of each message
+        if isinstance(node, list):
+            if len(node) == 21 and node[0] == "m1":
+                return node[:20]
+            return [strip(item) for item in node]
+        if isinstance(node, dict):
+            return {key: strip(value) for key, value in node.items()}
+        return node
+
+    old = msgpack.packb(strip(body))
+    assert len(old) < len(h.engine.snapshot())  # the field was there, and is gone
+    assert Engine.restore(old).get_message("ns", "q", "m1").backoff is None
