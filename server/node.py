@@ -157,7 +157,7 @@ class _Node:
         await server.start()
         app = create_app(
             gateway,
-            NodeView(lambda: readiness(raft), lambda: cluster_status(raft)),
+            NodeView(lambda: readiness(raft), lambda: cluster_status(raft), raft.leader_http),
             metrics,
             metrics_need_key=options.metrics_need_key,
         )
@@ -185,7 +185,7 @@ class _Node:
             flush=True,
         )
         background = [
-            asyncio.create_task(self._announce(raft, raft_address, grpc_address)),
+            asyncio.create_task(self._announce(raft, raft_address, grpc_address, http.address)),
             asyncio.create_task(self._tick(raft, committer)),
             asyncio.create_task(self._expire(committer)),
             asyncio.create_task(self._report_health(raft, health)),
@@ -217,13 +217,19 @@ class _Node:
                 with contextlib.suppress(KokaqError):
                     await committer.write(TICK, b"", [])
 
-    async def _announce(self, raft: ReplicatedEngine, raft_address: str, grpc_address: str) -> None:
+    async def _announce(
+        self, raft: ReplicatedEngine, raft_address: str, grpc_address: str, http_address: str
+    ) -> None:
         """Until the replicated map has it, tell the group this member's gRPC address."""
         while True:
             if raft.leader_address() is not None:
-                if raft.grpc_addresses.get(raft_address) == grpc_address:
+                known = (
+                    raft.grpc_addresses.get(raft_address),
+                    raft.http_addresses.get(raft_address),
+                )
+                if known == (grpc_address, http_address):
                     return
-                raft.announce(raft_address, grpc_address)
+                raft.announce(raft_address, grpc_address, http_address)
             await asyncio.sleep(0.5)
 
     async def _report_health(self, raft: ReplicatedEngine, health: Any) -> None:

@@ -64,10 +64,14 @@ class RaftSettings:
 
 
 def apply_batch(
-    engine: Engine, payload: bytes, grpc_addresses: dict[str, str] | None = None
+    engine: Engine,
+    payload: bytes,
+    grpc_addresses: dict[str, str] | None = None,
+    http_addresses: dict[str, str] | None = None,
 ) -> list[Any]:
     """Run every operation of a batch; one result (or KokaqError) each. Never raises.
-    ``grpc_addresses`` (raft address -> gRPC address) takes the announcements."""
+    ``grpc_addresses`` and ``http_addresses`` (raft address -> address) take
+    the announcements ("raft grpc" from older members, "raft grpc http" now)."""
     try:
         now, operations = msgpack.unpackb(payload)
     except Exception as error:  # a corrupt command must not stall the log
@@ -80,9 +84,11 @@ def apply_batch(
                 results.append(engine.tick(now))
                 continue
             if name == ANNOUNCE:
-                raft_address, grpc_address = bytes(request_bytes).decode().split(" ")
+                raft_address, grpc_address, *http = bytes(request_bytes).decode().split(" ")
                 if grpc_addresses is not None:
                     grpc_addresses[raft_address] = grpc_address
+                if http_addresses is not None and http:
+                    http_addresses[raft_address] = http[0]
                 results.append(None)
                 continue
             operation = OPERATIONS[name]
@@ -129,6 +135,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         self.engine = Engine()
         self.grpc_addresses: dict[str, str] = {}  # replicated: raft address -> gRPC address
+        self.http_addresses: dict[str, str] = {}  # replicated: raft address -> HTTP address
         self.lock = threading.Lock()
         self.on_snapshot = on_snapshot
         journal_path = os.path.join(data_dir, "raft.journal")
@@ -172,7 +179,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
     @replicated  # type: ignore[untyped-decorator]
     def apply(self, payload: bytes) -> list[Any]:
         with self.lock:
-            return apply_batch(self.engine, payload, self.grpc_addresses)
+            return apply_batch(self.engine, payload, self.grpc_addresses, self.http_addresses)
 
     def submit(self, payload: bytes, callback: Callable[[Any, int], None]) -> None:
         """Propose a batch; ``callback(results, fail_reason)`` runs in the Raft thread."""
@@ -212,8 +219,10 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         with self.lock:
             state = self.engine.snapshot()
             grpc_addresses = dict(self.grpc_addresses)
+            http_addresses = dict(self.http_addresses)
         dump = {
             "grpc_addresses": grpc_addresses,
+            "http_addresses": http_addresses,
             "format": _DUMP_FORMAT,
             "engine": state,
             "last": list(last),
@@ -228,6 +237,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         with self.lock:
             self.engine = Engine.restore(dump["engine"])
             self.grpc_addresses = dict(dump.get("grpc_addresses", {}))
+            self.http_addresses = dict(dump.get("http_addresses", {}))
         if self.on_snapshot is not None:
             self.on_snapshot(int(dump["last"][1]))
         return _entry(dump["last"]), _entry(dump["prev"]), list(dump["cluster"])
@@ -245,9 +255,15 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         leader = self.leader_address()
         return None if leader is None else self.grpc_addresses.get(leader)
 
-    def announce(self, raft_address: str, grpc_address: str) -> None:
-        """Propose (through the leader, from any member) this member's gRPC address."""
-        request = f"{raft_address} {grpc_address}".encode()
+    def leader_http(self) -> str | None:
+        """The leader's HTTP address (REST, dashboard), once announced."""
+        leader = self.leader_address()
+        return None if leader is None else self.http_addresses.get(leader)
+
+    def announce(self, raft_address: str, grpc_address: str, http_address: str) -> None:
+        """Propose (through the leader, from any member) this member's gRPC and
+        HTTP addresses."""
+        request = f"{raft_address} {grpc_address} {http_address}".encode()
         payload = msgpack.packb([0, [[ANNOUNCE, request, []]]])
         self.submit(payload, lambda result, error: None)
 

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from kokaq.core import InvalidArgument, KokaqError
+from kokaq.core import InvalidArgument, KokaqError, NotLeader
 from kokaq.protocol.errors import status_for
 
 __all__ = ["ERROR_SCHEMA", "error_response", "install_error_handlers"]
@@ -57,9 +57,9 @@ _HTTP_CODES = {
 }
 
 
-def error_response(error: KokaqError) -> JSONResponse:
+def error_response(error: KokaqError, extra: dict[str, Any] | None = None) -> JSONResponse:
     status = status_for(error)
-    details = error.details()
+    details = error.details() | (extra or {})
     body = {
         "code": status.grpc.name,
         "type": type(error).__name__,
@@ -84,7 +84,10 @@ def _field_of(location: Sequence[Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KokaqError)
     async def kokaq_error(request: Request, error: KokaqError) -> JSONResponse:
-        return error_response(error)
+        extra = {}
+        if isinstance(error, NotLeader):  # REST clients want the leader's HTTP address
+            extra["leader_http"] = request.app.state.node.leader_http()
+        return error_response(error, extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -32,6 +32,7 @@ class NodeView:
 
     readiness: Callable[[], Readiness]
     cluster: Callable[[], pb.ClusterStatus]
+    leader_http: Callable[[], str | None]  # where REST writes go, once announced
 
 
 router = APIRouter(tags=["operations"])
@@ -62,6 +63,7 @@ async def cluster(request: Request, caller: CallerDep) -> Any:
     )
     body["commit_index"], body["applied_index"] = status.commit_index, status.applied_index
     body["term"] = status.term
+    body["leader_http"] = node.leader_http()
     for member, raw in zip(body["members"], status.members, strict=True):
         if raw.HasField("match_index"):
             member["match_index"] = raw.match_index

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from kokaq.client import Client, RetryPolicy
@@ -78,6 +79,19 @@ def test_any_member_takes_writes_and_names_the_leader(cluster: list[NodeProcess]
             b"b",
             b"c",
         ]
+    # Over REST, a follower answers 503 naming the leader's gRPC and HTTP addresses.
+    with httpx.Client(base_url=f"http://{follower.http}", timeout=10) as http:
+        refused = http.post("/v1/jobs", json={"type": "t", "payload": 1})
+        assert refused.status_code == 503
+        error = refused.json()["error"]
+        assert (error["code"], error["type"]) == ("UNAVAILABLE", "NotLeader")
+        assert error["details"]["leader_hint"] == leader.grpc
+        wait_until(lambda: http.get("/v1/cluster").json()["leader_http"] == leader.http)
+        refused = http.post("/v1/jobs", json={"type": "t", "payload": 1})
+        assert refused.json()["error"]["details"]["leader_http"] == leader.http
+        assert http.get("/readyz").json()["ready"] is True  # a caught-up follower is ready
+    with httpx.Client(base_url=f"http://{leader.http}", timeout=10) as http:
+        assert http.post("/v1/jobs", json={"type": "t", "payload": 1}).status_code == 201
 
 
 def test_leader_killed_under_load_loses_no_acknowledged_message(
