@@ -25,9 +25,7 @@ jobs of those that did not, and return. Released jobs keep their attempts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-import json
 import logging
 import os
 import signal
@@ -53,6 +51,7 @@ from kokaq.core import (
 )
 from kokaq.protocol import convert as cv
 from kokaq.protocol.errors import error_from_detail
+from kokaq.protocol.jobs import job_payload
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
 __all__ = ["Handler", "Job", "Worker"]
@@ -86,12 +85,8 @@ Handler = Callable[[Job], Any]
 
 
 def job_of(message: MessageView) -> Job:
-    headers = message.headers
-    payload: Any = message.payload
-    if headers is not None and headers.content_type == "application/json":
-        with contextlib.suppress(ValueError):
-            payload = json.loads(message.payload)
-    return Job(message.id, headers.type if headers else None, payload, message.deliveries, message)
+    job_type = message.headers.type if message.headers else None
+    return Job(message.id, job_type, job_payload(message), message.deliveries, message)
 
 
 def error_summary(error: BaseException) -> str:

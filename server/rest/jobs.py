@@ -12,7 +12,6 @@ created the same way.
 from __future__ import annotations
 
 import contextlib
-import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -25,26 +24,29 @@ from kokaq.core import (
     MAX_PRIORITY,
     AlreadyExists,
     BackoffPolicy,
-    Headers,
     InvalidArgument,
     MessageSpec,
     MessageState,
     NamespaceNotFound,
-    QueueConfig,
     QueueNotFound,
 )
 from kokaq.protocol import convert as cv
+from kokaq.protocol.jobs import (
+    DEFAULT_NAMESPACE,
+    JOB_QUEUE_CONFIG,
+    STATES_OF_STATUS,
+    iso,
+    job_json,
+    job_spec,
+    job_status,
+    to_ms,
+)
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.rest.deps import Caller, CallerDep
-from kokaq.server.rest.render import iso, job_json, job_status, to_ms
 from kokaq.server.rest.stats import all_queue_stats
 
-__all__ = ["DEFAULT_NAMESPACE", "JOB_QUEUE_CONFIG", "router"]
+__all__ = ["router"]
 
-DEFAULT_NAMESPACE = "default"
-
-#: A queue made by a job's first submit: GoQuorra's backoff, 2 s, 4 s, 8 s … 1 h.
-JOB_QUEUE_CONFIG = QueueConfig(backoff=BackoffPolicy(base_ms=2_000, factor=2.0, cap_ms=3_600_000))
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
 Key = Annotated[str, Field(min_length=1, max_length=256)]
@@ -158,18 +160,18 @@ class Count(BaseModel):
     count: int
 
 
-def job_spec(job: JobIn) -> MessageSpec:
+def spec_of(job: JobIn) -> MessageSpec:
     if job.delay_seconds is not None and job.run_at is not None:
         raise InvalidArgument("run_at", "give delay_seconds or run_at, not both")
-    return MessageSpec(
-        payload=json.dumps(job.payload, separators=(",", ":")).encode(),
+    return job_spec(
+        job.type,
+        job.payload,
         priority=job.priority,
-        headers=Headers(content_type="application/json", type=job.type),
         delay_ms=None if job.delay_seconds is None else round(job.delay_seconds * 1000),
         run_at=None if job.run_at is None else to_ms(job.run_at, "run_at"),
+        max_retries=job.max_retries,
         ttl_ms=None if job.ttl_seconds is None else max(1, round(job.ttl_seconds * 1000)),
-        max_deliveries=job.max_retries + 1,
-        dedup_key=job.idempotency_key,
+        idempotency_key=job.idempotency_key,
         fairness_key=job.fairness_key,
         backoff=None if job.retry_backoff is None else job.retry_backoff.policy(),
     )
@@ -201,7 +203,7 @@ async def _enqueue(caller: Caller, name: str, request: Any, namespace: str, queu
 
 @router.post("/jobs", status_code=201, response_model=JobCreated, summary="Submit a job")
 async def submit_job(job: JobIn, caller: CallerDep) -> Any:
-    spec = cv.spec_to_proto(job_spec(job))
+    spec = cv.spec_to_proto(spec_of(job))
     request = pb.EnqueueRequest(namespace=job.namespace, queue=job.queue, message=spec)
     result = await _enqueue(caller, "Enqueue", request, job.namespace, job.queue)
     if result.duplicate:
@@ -236,7 +238,7 @@ async def submit_jobs(batch: JobBatch, caller: CallerDep) -> Any:
     specs = []
     for index, job in enumerate(batch.jobs):
         try:
-            specs.append(cv.spec_to_proto(job_spec(job)))
+            specs.append(cv.spec_to_proto(spec_of(job)))
         except InvalidArgument as error:
             raise error.at(f"jobs[{index}]") from None
     request = pb.EnqueueBatchRequest(namespace=first.namespace, queue=first.queue, messages=specs)
@@ -296,15 +298,6 @@ async def cancel_job(
     return cancelled | {"status": "cancelled"}
 
 
-_STATES_OF: dict[str, list[MessageState]] = {
-    "pending": [MessageState.READY, MessageState.DELAYED],
-    "failed": [MessageState.DELAYED],
-    "leased": [MessageState.LEASED],
-    "succeeded": [MessageState.SUCCEEDED],
-    "dead": [MessageState.DEAD],
-}
-
-
 async def _recent(
     caller: Caller, namespace: str, queue: str | None, status: str | None, limit: int
 ) -> list[dict[str, Any]]:
@@ -313,7 +306,7 @@ async def _recent(
         queues = [info.name for info in infos]
     else:
         queues = [queue]
-    states = [cv.state_to_proto(s) for s in _STATES_OF[status]] if status else []
+    states = [cv.state_to_proto(s) for s in STATES_OF_STATUS[status]] if status else []
     found = []
     for name in queues:
         request = pb.ListMessagesRequest(
