@@ -232,3 +232,41 @@ def test_version_and_help() -> None:
         text = runner.invoke(cli, [*command, "--help"]).stdout
         assert "--server" in text and "--json" in text and "Example" in text
     assert runner.invoke(cli, ["no-such-command"]).exit_code == 2
+
+
+def test_jobs(kokaq: Kokaq) -> None:
+    made = kokaq.json("jobs", "submit", "email_send", '{"to": "a@example.com"}', "-q", "mail",
+                      "--priority", "7", "--max-retries", "2")  # fmt: skip
+    assert made["status"] == "pending" and made["duplicate"] is False
+    job_id = made["id"]
+    job = kokaq.json("jobs", "get", job_id)
+    assert (job["type"], job["queue"], job["priority"], job["max_retries"]) == (
+        "email_send",
+        "mail",
+        7,
+        2,
+    )
+    assert job["payload"] == {"to": "a@example.com"}
+    shown = kokaq("jobs", "get", job_id).stdout
+    assert "status" in shown and '"to": "a@example.com"' in shown
+    kokaq("jobs", "submit", "report", "-q", "mail", "--delay", "1h")
+    again = kokaq.json("jobs", "submit", "report", "-q", "mail", "--idempotency-key", "k1")
+    assert kokaq.json("jobs", "submit", "other", "-q", "mail", "--idempotency-key", "k1") == {
+        **again,
+        "duplicate": True,
+    }
+    listed = kokaq.json("jobs", "list", "--limit", "2")
+    assert [j["type"] for j in listed] == ["report", "report"]
+    table = kokaq("jobs", "list", "-q", "mail", "--status", "pending").stdout.splitlines()
+    assert table[0].split()[:4] == ["ID", "TYPE", "QUEUE", "STATUS"] and len(table) == 4
+    counts = kokaq.json("jobs", "queues")
+    assert counts == [{"queue": "mail", "pending": 3, "leased": 0, "succeeded": 0, "dead": 0}]
+    totals = kokaq.json("jobs", "stats")
+    assert totals[0]["submitted"] == 3 and totals[0]["queue"] == "mail"
+    assert kokaq("jobs", "stats").stdout.split()[:2] == ["QUEUE", "SUBMITTED"]
+    assert kokaq.json("jobs", "cancel", job_id)["status"] == "cancelled"
+    kokaq("jobs", "get", job_id, code=3)
+    bad = kokaq("jobs", "submit", "t", "{not json", code=1)
+    assert bad.stderr.startswith("Error: payload: must be JSON")
+    kokaq("jobs", "list", "--status", "lost", code=2)
+    kokaq("jobs", "submit", "t", "--priority", "-1", code=1)
