@@ -233,12 +233,13 @@ def repl(session: Session) -> None:
 
 def _register() -> None:
     from kokaq.repl.admin import namespace, queue  # noqa: PLC0415
+    from kokaq.repl.bench import bench  # noqa: PLC0415
     from kokaq.repl.cluster import cluster  # noqa: PLC0415
     from kokaq.repl.jobs import jobs  # noqa: PLC0415
     from kokaq.repl.messages import COMMANDS  # noqa: PLC0415
     from kokaq.repl.worker import worker  # noqa: PLC0415
 
-    for command in [namespace, queue, *COMMANDS, jobs, cluster, worker]:
+    for command in [namespace, queue, *COMMANDS, jobs, cluster, worker, bench]:
         cli.add_command(command)
 
 

@@ -270,3 +270,17 @@ def test_jobs(kokaq: Kokaq) -> None:
     assert bad.stderr.startswith("Error: payload: must be JSON")
     kokaq("jobs", "list", "--status", "lost", code=2)
     kokaq("jobs", "submit", "t", "--priority", "-1", code=1)
+
+
+def test_bench(kokaq: Kokaq) -> None:
+    result = kokaq.json("bench", "--messages", "300", "--size", "10", "--batch", "50")
+    assert result["messages"] == 300
+    for phase in ("produce", "consume"):
+        figures = result[phase]
+        assert figures["per_s"] > 0
+        assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"]
+    stats = kokaq.json("queue", "stats", "bench")
+    assert stats["totals"]["enqueued"] == 300 and stats["totals"]["acked"] == 300
+    human = kokaq("bench", "--messages", "20", "-q", "bench2").stdout
+    assert "PHASE" in human and "produce" in human and "consume" in human
+    kokaq("bench", "--messages", "0", code=2)
