@@ -105,7 +105,10 @@ def _stop(workers: list[Any]) -> None:
 def _produce(client: Client, queue: str, count: int, rate: float | None = None) -> float:
     """Enqueue ``count`` no-op jobs (at ``rate`` per second if given); the rate achieved."""
     started = time.perf_counter()
-    with Producer(client, "default", queue) as producer:
+    # Paced jobs leave at once (a batch forms only while earlier ones are out);
+    # a flood lingers 5 ms to fill batches.
+    linger = 0.0 if rate is not None else 5.0
+    with Producer(client, "default", queue, linger_ms=linger) as producer:
         for i in range(count):
             if rate is not None:
                 due = started + i / rate
