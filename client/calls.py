@@ -429,6 +429,18 @@ def cluster_status(with_digest: bool = False) -> Call[ClusterStatus]:
     return Call("Status", pb.StatusRequest(with_digest=with_digest), _cluster_status)
 
 
+def add_member(address: str) -> Call[ClusterStatus]:
+    return Call("AddMember", pb.MemberRequest(address=address), _cluster_status)
+
+
+def remove_member(address: str) -> Call[ClusterStatus]:
+    return Call("RemoveMember", pb.MemberRequest(address=address), _cluster_status)
+
+
+def transfer_leadership(to: str | None) -> Call[ClusterStatus]:
+    return Call("TransferLeadership", pb.TransferRequest(to=to), _cluster_status)
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 

@@ -13,8 +13,8 @@ import threading
 import time
 from typing import Any
 
-from kokaq.client.transport import CLUSTER_STATUS
-from kokaq.core import Engine
+from kokaq.client.transport import CLUSTER_CHANGES, CLUSTER_STATUS
+from kokaq.core import Engine, FailedPrecondition
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.committer import new_ids
 from kokaq.server.operations import OPERATIONS, ids_needed, state_digest
@@ -35,6 +35,10 @@ class InProcessTransport:
                     digest = state_digest(self.engine)
             return pb.ClusterStatus(node="in-process", role="leader", leader="in-process", term=1,
                                     has_quorum=True, state_digest=digest)  # fmt: skip
+        if name in CLUSTER_CHANGES:
+            raise FailedPrecondition(
+                "an in-process engine is a single member: no cluster to change"
+            )
         operation = OPERATIONS[name]
         parsed = operation.request.FromString(request.SerializeToString())
         ids = new_ids(ids_needed(name, parsed))

@@ -24,6 +24,7 @@ from kokaq.server.operations import OPERATIONS
 from kokaq.server.service import CONSISTENCY_HEADER
 
 __all__ = [
+    "CLUSTER_CHANGES",
     "CLUSTER_STATUS",
     "SETTLE",
     "SETTLE_MANY",
@@ -37,6 +38,8 @@ __all__ = [
 #: settling a job leased over the worker stream.
 CLUSTER_STATUS = "Status"
 SETTLE = "Settle"
+#: Membership and leadership changes (Cluster service): each answers a ClusterStatus.
+CLUSTER_CHANGES = ("AddMember", "RemoveMember", "TransferLeadership")
 SETTLE_MANY = "SettleMany"
 
 _CHANNEL_OPTIONS = [
@@ -76,8 +79,8 @@ def _metadata(api_key: str | None, consistency: str) -> tuple[tuple[str, str], .
 
 def _route(name: str) -> tuple[str, Any]:
     """The RPC's method path and its response type."""
-    if name == CLUSTER_STATUS:
-        return "/kokaq.v1.Cluster/Status", pb.ClusterStatus
+    if name == CLUSTER_STATUS or name in CLUSTER_CHANGES:
+        return f"/kokaq.v1.Cluster/{name}", pb.ClusterStatus
     if name == SETTLE:
         return "/kokaq.v1.Workers/Settle", pb.SettleResponse
     if name == SETTLE_MANY:

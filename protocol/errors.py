@@ -64,6 +64,8 @@ def error_from_detail(detail: pb.ErrorDetail) -> e.KokaqError:
     cls = _CLASSES.get(detail.type)
     if cls is not None:
         try:
+            if not cls.fields:  # no data but its message (FailedPrecondition, say)
+                return cls(detail.message)
             return cls(**json.loads(detail.details_json or "{}"))
         except (TypeError, ValueError):
             pass

@@ -1,6 +1,8 @@
-"""``kokaq cluster status``."""
+"""``kokaq cluster status | add | remove | transfer``."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
@@ -15,18 +17,7 @@ def cluster() -> None:
     """The Raft group: who leads, and how far each member is."""
 
 
-@cluster.command(
-    "status",
-    epilog="""\b
-Examples:
-  kokaq cluster status
-  kokaq cluster status --server 10.0.0.6:9000 --json   # one member's view""",
-)
-@client_command
-def status(session: Session) -> None:
-    """The node's view: role, leader, term, commit and applied index, members."""
-    found = session.client.cluster_status()
-
+def _show(session: Session, found: Any) -> None:
     def human() -> None:
         click.echo(f"node:     {found.node} ({found.role})")
         click.echo(f"leader:   {found.leader or '-'} (gRPC {found.leader_grpc or 'unknown'})")
@@ -46,3 +37,59 @@ def status(session: Session) -> None:
             table(rows, ["member", "connected", "match_index", "lag"])
 
     emit(session, found, human)
+
+
+@cluster.command(
+    "status",
+    epilog="""\b
+Examples:
+  kokaq cluster status
+  kokaq cluster status --server 10.0.0.6:9000 --json   # one member's view""",
+)
+@client_command
+def status(session: Session) -> None:
+    """The node's view: role, leader, term, commit and applied index, members."""
+    _show(session, session.client.cluster_status())
+
+
+@cluster.command(
+    "add",
+    epilog="""\b
+Start the new node first, with --peers naming the current members:
+  kokaq server --raft-listen 10.0.0.8:9100 --peers 10.0.0.5:9100,10.0.0.6:9100,10.0.0.7:9100 \\
+               --cluster-secret "$SECRET"
+then, against any member:
+  kokaq cluster add 10.0.0.8:9100""",
+)
+@click.argument("raft_address")
+@client_command
+def add(session: Session, raft_address: str) -> None:
+    """Add a member (its Raft address); one change at a time."""
+    _show(session, session.client.add_member(raft_address))
+
+
+@cluster.command(
+    "remove",
+    epilog="""\b
+Example:
+  kokaq cluster remove 10.0.0.7:9100     # then stop that node""",
+)
+@click.argument("raft_address")
+@client_command
+def remove(session: Session, raft_address: str) -> None:
+    """Remove a member (its Raft address) from the group."""
+    _show(session, session.client.remove_member(raft_address))
+
+
+@cluster.command(
+    "transfer",
+    epilog="""\b
+Examples:
+  kokaq cluster transfer                      # to the most caught-up follower
+  kokaq cluster transfer --to 10.0.0.6:9100   # before restarting the leader""",
+)
+@click.option("--to", "target", help="A follower's Raft address (default: the most caught up).")
+@client_command
+def transfer(session: Session, target: str | None) -> None:
+    """Hand leadership to a caught-up follower."""
+    _show(session, session.client.transfer_leadership(target))

@@ -3,19 +3,30 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
+from pysyncobj import FAIL_REASON
 
-from kokaq.core import KokaqError
+from kokaq.core import FailedPrecondition, InvalidArgument, KokaqError, NotLeader, Unavailable
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.auth import Authenticator
+from kokaq.server.committer import Committer
 from kokaq.server.operations import Role, state_digest
 from kokaq.server.replication import ReplicatedEngine
 from kokaq.server.rest.health import Readiness
 from kokaq.server.service import abort_with
 
-__all__ = ["READY_LAG", "cluster_handler", "cluster_status", "readiness"]
+__all__ = [
+    "READY_LAG",
+    "change_membership",
+    "cluster_handler",
+    "cluster_status",
+    "readiness",
+    "split_address",
+]
 
 _ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 
@@ -41,8 +52,106 @@ def readiness(raft: ReplicatedEngine) -> Readiness:
     )
 
 
+def split_address(address: str, field_name: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InvalidArgument(field_name, f"must be HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+_FAILURES = {
+    FAIL_REASON.REQUEST_DENIED: "refused: another membership change is still in progress, "
+    "this term's first entry is not applied yet, or (a transfer) the member is not caught up",
+    FAIL_REASON.QUEUE_FULL: "the Raft queue is full",
+    FAIL_REASON.DISCARDED: "the change was discarded by a new leader",
+}
+_CHANGE_TIMEOUT = 10.0  # seconds
+
+
+async def change_membership(
+    raft: ReplicatedEngine, committer: Committer, action: str, address: str
+) -> pb.ClusterStatus:
+    """Add or remove a member, or hand leadership over; the status once done.
+
+    A transfer holds new writes back until the target has caught up (PySyncObj
+    hands over only to a member with the whole log); the writes held then
+    fail with NotLeader, and clients send them to the new leader."""
+    if action != "transfer" or address:
+        split_address(address, "address")
+    if not raft.is_leader():
+        raise NotLeader(raft.leader_hint())
+    member = _is_member(raft, address) or address == raft.leader_address()
+    if action == "add" and member:
+        raise FailedPrecondition(f"{address} is a member already")
+    if action == "remove" and not member:
+        raise FailedPrecondition(f"{address} is not a member")
+    if action == "remove" and address == raft.leader_address():
+        raise FailedPrecondition("the leader cannot remove itself: transfer leadership first")
+    if action == "transfer" and not _is_member(raft, address):
+        raise FailedPrecondition(f"no member {address or 'but this one'} to hand leadership to")
+    if action != "transfer":
+        error = await _change_once(raft, action, address)
+    else:
+        committer.pause()
+        try:
+            error = await _transfer(raft, address)
+        finally:
+            committer.resume()
+    if error in (FAIL_REASON.NOT_LEADER, FAIL_REASON.MISSING_LEADER, FAIL_REASON.LEADER_CHANGED):
+        raise NotLeader(raft.leader_hint())
+    if error != FAIL_REASON.SUCCESS:
+        raise FailedPrecondition(_FAILURES.get(error, f"refused (PySyncObj reason {error})"))
+    return cluster_status(raft)
+
+
+def _is_member(raft: ReplicatedEngine, address: str) -> bool:
+    """Whether ``address`` is another member ("": whether there is any other)."""
+    prefix = "partner_node_status_server_"
+    others = [key.removeprefix(prefix) for key in raft.getStatus() if key.startswith(prefix)]
+    return address in others if address else bool(others)
+
+
+async def _transfer(raft: ReplicatedEngine, address: str) -> int:
+    """Ask until another member leads: PySyncObj's transfer is best effort (the
+    target must have the whole log, and its election can still be lost)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _CHANGE_TIMEOUT
+    while loop.time() < deadline:
+        error = await _change_once(raft, "transfer", address)
+        if error == FAIL_REASON.REQUEST_DENIED and _is_member(raft, address):
+            await asyncio.sleep(0.01)  # the target is catching up
+            continue
+        if error != FAIL_REASON.SUCCESS:
+            return error
+        election_over = loop.time() + 2.0  # beyond the longest election timeout
+        while loop.time() < election_over:
+            if not raft.is_leader() and raft.leader_address() is not None:
+                return int(FAIL_REASON.SUCCESS)
+            await asyncio.sleep(0.02)
+    raise Unavailable("leadership did not move in time; check cluster status")
+
+
+async def _change_once(raft: ReplicatedEngine, action: str, address: str) -> int:
+    """One attempt; PySyncObj's FAIL_REASON."""
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[int] = loop.create_future()
+
+    def settle(error: int) -> None:
+        if not outcome.done():
+            outcome.set_result(error)
+
+    def done(_: Any, error: int) -> None:  # the Raft thread
+        loop.call_soon_threadsafe(settle, error)
+
+    raft.change_membership(action, address, done)
+    try:
+        return await asyncio.wait_for(outcome, _CHANGE_TIMEOUT)
+    except TimeoutError:
+        raise Unavailable("the change had no answer in time; check cluster status") from None
+
+
 def cluster_handler(
-    raft: ReplicatedEngine, auth: Authenticator
+    raft: ReplicatedEngine, auth: Authenticator, committer: Committer
 ) -> grpc.GenericRpcHandler[Any, Any]:
     async def status(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> pb.ClusterStatus:
         try:
@@ -51,6 +160,25 @@ def cluster_handler(
             await abort_with(context, error)
         return cluster_status(raft, with_digest=pb.StatusRequest.FromString(raw).with_digest)
 
+    def change(action: str, request_type: Any) -> Any:
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                auth.check(auth.key_of(context.invocation_metadata() or ()), (Role.ADMIN,), "")
+                try:
+                    request = request_type.FromString(raw)
+                except DecodeError:
+                    raise InvalidArgument("request", "is not a valid protobuf message") from None
+                address = request.address if action != "transfer" else request.to
+                return await change_membership(raft, committer, action, address)
+            except KokaqError as error:
+                await abort_with(context, error)
+
+        return grpc.unary_unary_rpc_method_handler(
+            handle,
+            request_deserializer=None,
+            response_serializer=pb.ClusterStatus.SerializeToString,
+        )
+
     return grpc.method_handlers_generic_handler(
         "kokaq.v1.Cluster",
         {
@@ -58,7 +186,10 @@ def cluster_handler(
                 status,
                 request_deserializer=None,
                 response_serializer=pb.ClusterStatus.SerializeToString,
-            )
+            ),
+            "AddMember": change("add", pb.MemberRequest),
+            "RemoveMember": change("remove", pb.MemberRequest),
+            "TransferLeadership": change("transfer", pb.TransferRequest),
         },
     )
 

@@ -77,6 +77,7 @@ class Committer:
         self._timeout = timeout
         self._flush_scheduled = False
         self._closed = False
+        self._paused = False
         self.batches = 0  # batches proposed, for metrics and tests
         self.operations = 0
 
@@ -94,8 +95,20 @@ class Committer:
             raise result
         return result
 
+    def pause(self) -> None:
+        """Hold new writes back (a leadership transfer lets the target catch up)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._paused:
+            return
         while self._pending and len(self._in_flight) < self._max_in_flight:
             if not self._log.is_leader():
                 self._fail_pending(NotLeader(self._log.leader_hint()))

@@ -23,7 +23,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 
 from kokaq.core import InvalidArgument, KokaqError, NotLeader
 from kokaq.server.auth import ApiKey, Authenticator
-from kokaq.server.cluster import cluster_handler, cluster_status, readiness
+from kokaq.server.cluster import cluster_handler, cluster_status, readiness, split_address
 from kokaq.server.committer import Committer, wall_clock_ms
 from kokaq.server.gateway import Gateway
 from kokaq.server.metrics import NodeMetrics
@@ -34,7 +34,7 @@ from kokaq.server.rest.health import NodeView
 from kokaq.server.service import generic_handlers
 from kokaq.server.workers import Wakeup, WorkerSessions
 
-__all__ = ["NodeOptions", "serve", "split_address"]
+__all__ = ["NodeOptions", "serve"]
 
 log = logging.getLogger("kokaq.server")
 
@@ -52,13 +52,6 @@ class NodeOptions:
     commit_timeout: float = 10.0  # seconds before a write with no answer fails
     metrics_need_key: bool = False  # /metrics open to scrapers by default
     shutdown_grace: float = 5.0
-
-
-def split_address(address: str, field_name: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InvalidArgument(field_name, f"must be HOST:PORT, got {address!r}")
-    return host, int(port)
 
 
 def _free_port(host: str) -> int:
@@ -146,7 +139,7 @@ class _Node:
         metrics = NodeMetrics(lambda: raft.engine, raft.lock, raft.getStatus)
         gateway = Gateway(ReplicatedExecutor(raft, committer), auth, on_leased=metrics.leased)
         server.add_generic_rpc_handlers(generic_handlers(gateway, metrics.observe_grpc))
-        server.add_generic_rpc_handlers([cluster_handler(raft, auth)])
+        server.add_generic_rpc_handlers([cluster_handler(raft, auth, committer)])
         workers = WorkerSessions(gateway, wakeup)
         metrics.worker_streams.set_function(lambda: workers.count)
         server.add_generic_rpc_handlers([workers.handler()])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import secrets
 import threading
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 from kokaq.core import Engine, KokaqError
 from kokaq.server.journal import DurableJournal, Entry, installed, write_durably
@@ -161,12 +162,16 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
             logCompactionMinTime=settings.compaction_seconds,
             commandsWaitLeader=False,
             onStateChanged=on_state_changed,
+            # Members added and removed one at a time (Cluster.AddMember / RemoveMember);
+            # the member list lives in the dump, so a restart keeps the changes.
+            dynamicMembershipChange=True,
             # Our own tick loop (below) instead of PySyncObj's; unbatched appends
             # wake the loop when a command is proposed and send it to followers at once.
             autoTick=False,
             appendEntriesUseBatch=False,
         )
         self._tick_period = settings.tick_period
+        self._in_raft_thread: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._submitted = 0  # batches proposed; the tick loop compares it to what it has seen
         self._stopping = threading.Event()
         with installed(self.journal):
@@ -197,6 +202,8 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         seen = 0
         while not self._stopping.is_set():
             try:
+                while not self._in_raft_thread.empty():
+                    self._in_raft_thread.get_nowait()()
                 self.doTick(self._tick_period)
                 if self._submitted != seen:
                     seen = self._submitted
@@ -266,6 +273,28 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         request = f"{raft_address} {grpc_address} {http_address}".encode()
         payload = msgpack.packb([0, [[ANNOUNCE, request, []]]])
         self.submit(payload, lambda result, error: None)
+
+    def change_membership(
+        self, action: str, address: str, callback: Callable[[Any, int], None]
+    ) -> None:
+        """``add`` or ``remove`` one member (its Raft address), or ``transfer``
+        leadership to it ("" = the most caught-up follower). Runs in the Raft
+        thread: PySyncObj's state is not safe to touch from another."""
+
+        def start() -> None:
+            try:
+                if action == "add":
+                    self.addNodeToCluster(address, callback=callback)
+                elif action == "remove":
+                    self.removeNodeFromCluster(address, callback=callback)
+                else:
+                    self.transferLeadership(address or None, callback=callback)
+            except Exception:  # an address PySyncObj cannot parse, say
+                log.exception("membership change %s %s failed", action, address)
+                callback(None, FAIL_REASON.REQUEST_DENIED)
+
+        self._in_raft_thread.put(start)
+        self._submitted += 1  # wake the tick loop
 
     def is_leader(self) -> bool:
         return bool(self._isLeader())

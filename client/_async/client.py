@@ -94,6 +94,19 @@ class AsyncClient:
 
     # -- namespaces ---------------------------------------------------------------------
 
+    async def add_member(self, address: str) -> ClusterStatus:
+        """Add a member (its Raft address) to the group; on the leader, one
+        change at a time. Start the new node first, with --peers naming the group."""
+        return await self.run(calls.add_member(address))
+
+    async def remove_member(self, address: str) -> ClusterStatus:
+        """Remove a member (its Raft address) from the group; then stop it."""
+        return await self.run(calls.remove_member(address))
+
+    async def transfer_leadership(self, to: str | None = None) -> ClusterStatus:
+        """Hand leadership to a caught-up follower (the most caught-up one by default)."""
+        return await self.run(calls.transfer_leadership(to))
+
     async def create_namespace(
         self, name: str, config: NamespaceConfig | None = None
     ) -> NamespaceInfo:

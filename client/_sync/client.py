@@ -95,6 +95,19 @@ class Client:
 
     # -- namespaces ---------------------------------------------------------------------
 
+    def add_member(self, address: str) -> ClusterStatus:
+        """Add a member (its Raft address) to the group; on the leader, one
+        change at a time. Start the new node first, with --peers naming the group."""
+        return self.run(calls.add_member(address))
+
+    def remove_member(self, address: str) -> ClusterStatus:
+        """Remove a member (its Raft address) from the group; then stop it."""
+        return self.run(calls.remove_member(address))
+
+    def transfer_leadership(self, to: str | None = None) -> ClusterStatus:
+        """Hand leadership to a caught-up follower (the most caught-up one by default)."""
+        return self.run(calls.transfer_leadership(to))
+
     def create_namespace(self, name: str, config: NamespaceConfig | None = None) -> NamespaceInfo:
         return self.run(calls.create_namespace(name, config))
 

@@ -1517,6 +1517,21 @@ class ClusterStub:
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.StatusRequest.SerializeToString,
                 response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.AddMember = channel.unary_unary(
+                '/kokaq.v1.Cluster/AddMember',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.MemberRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.FromString,
+                _registered_method=True)
+        self.RemoveMember = channel.unary_unary(
+                '/kokaq.v1.Cluster/RemoveMember',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.MemberRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.FromString,
+                _registered_method=True)
+        self.TransferLeadership = channel.unary_unary(
+                '/kokaq.v1.Cluster/TransferLeadership',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.TransferRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -1528,12 +1543,47 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddMember(self, request, context):
+        """One change at a time, on the leader; each answers once the change is
+        committed (a transfer: once another member leads), with the new status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveMember(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferLeadership(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
                     request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.StatusRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.SerializeToString,
+            ),
+            'AddMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMember,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.MemberRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.SerializeToString,
+            ),
+            'RemoveMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveMember,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.MemberRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.SerializeToString,
+            ),
+            'TransferLeadership': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferLeadership,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.TransferRequest.FromString,
                     response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.SerializeToString,
             ),
     }
@@ -1563,6 +1613,87 @@ class Cluster:
             target,
             '/kokaq.v1.Cluster/Status',
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.StatusRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.Cluster/AddMember',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.MemberRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.Cluster/RemoveMember',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.MemberRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferLeadership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.Cluster/TransferLeadership',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.TransferRequest.SerializeToString,
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ClusterStatus.FromString,
             options,
             channel_credentials,

@@ -362,17 +362,53 @@ class ClusterStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ClusterAsyncStub: ...
     Status: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.StatusRequest, _kokaq_pb2.ClusterStatus]
+    AddMember: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.MemberRequest, _kokaq_pb2.ClusterStatus]
+    """One change at a time, on the leader; each answers once the change is
+    committed (a transfer: once another member leads), with the new status.
+    """
+    RemoveMember: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.MemberRequest, _kokaq_pb2.ClusterStatus]
+    TransferLeadership: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.TransferRequest, _kokaq_pb2.ClusterStatus]
 
 @_typing.type_check_only
 class ClusterAsyncStub(ClusterStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Status: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.StatusRequest, _kokaq_pb2.ClusterStatus]  # type: ignore[assignment]
+    AddMember: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.MemberRequest, _kokaq_pb2.ClusterStatus]  # type: ignore[assignment]
+    """One change at a time, on the leader; each answers once the change is
+    committed (a transfer: once another member leads), with the new status.
+    """
+    RemoveMember: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.MemberRequest, _kokaq_pb2.ClusterStatus]  # type: ignore[assignment]
+    TransferLeadership: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.TransferRequest, _kokaq_pb2.ClusterStatus]  # type: ignore[assignment]
 
 class ClusterServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def Status(
         self,
         request: _kokaq_pb2.StatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.ClusterStatus, _abc.Awaitable[_kokaq_pb2.ClusterStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def AddMember(
+        self,
+        request: _kokaq_pb2.MemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.ClusterStatus, _abc.Awaitable[_kokaq_pb2.ClusterStatus]]:
+        """One change at a time, on the leader; each answers once the change is
+        committed (a transfer: once another member leads), with the new status.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveMember(
+        self,
+        request: _kokaq_pb2.MemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.ClusterStatus, _abc.Awaitable[_kokaq_pb2.ClusterStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def TransferLeadership(
+        self,
+        request: _kokaq_pb2.TransferRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kokaq_pb2.ClusterStatus, _abc.Awaitable[_kokaq_pb2.ClusterStatus]]: ...
 

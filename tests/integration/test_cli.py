@@ -284,3 +284,17 @@ def test_bench(kokaq: Kokaq) -> None:
     human = kokaq("bench", "--messages", "20", "-q", "bench2").stdout
     assert "PHASE" in human and "produce" in human and "consume" in human
     kokaq("bench", "--messages", "0", code=2)
+
+
+def test_cluster_changes_on_a_single_node(kokaq: Kokaq) -> None:
+    """A single node has no one to add, remove or hand over to: clear refusals."""
+    bad = kokaq("cluster", "add", "no-port", code=1)
+    assert bad.stderr.startswith("Error: address: ")
+    alone = kokaq("cluster", "transfer", code=1)  # no follower to take over
+    assert "no member but this one" in alone.stderr
+    stranger = kokaq("cluster", "remove", "127.0.0.1:1", code=1)
+    assert "127.0.0.1:1 is not a member" in stranger.stderr
+    me = kokaq.json("cluster", "status")["node"]
+    assert "transfer leadership first" in kokaq("cluster", "remove", me, code=1).stderr
+    assert "a member already" in kokaq("cluster", "add", me, code=1).stderr
+    assert kokaq.json("cluster", "status")["role"] == "leader"

@@ -16,10 +16,11 @@ import httpx
 import pytest
 
 from kokaq.client import Client, RetryPolicy
-from kokaq.core import KokaqError, MessageState, NotLeader
+from kokaq.core import FailedPrecondition, InvalidArgument, KokaqError, MessageState, NotLeader
 from tests.integration.nodes import (
     NodeProcess,
     Producers,
+    free_ports,
     leader_of,
     start_cluster,
     start_together,
@@ -240,3 +241,68 @@ def test_a_paused_leader_is_replaced_and_rejoins_as_a_follower(tmp_path: Path) -
             if node.process is not None and node.process.poll() is None:
                 node.process.send_signal(signal.SIGCONT)
             node.kill()
+
+
+def test_members_join_leave_and_hand_over_leadership_under_load(
+    cluster: list[NodeProcess], tmp_path: Path
+) -> None:
+    addresses = [n.grpc for n in cluster]
+    with Client(addresses) as client:
+        client.create_namespace("n")
+        client.create_queue("n", "q")
+    acknowledged: list[str] = []
+    producers = Producers(addresses, acknowledged, threads=2, batch=20, retry_timeout=20)
+    try:
+        wait_until(lambda: len(acknowledged) >= 500, timeout=20)
+        # A fourth member: started with the group as peers, then added.
+        raft4 = f"127.0.0.1:{free_ports(1)[0]}"
+        peers = ",".join(n.raft for n in cluster)
+        secret = ("--cluster-secret", "cluster-secret-1")
+        fourth = NodeProcess(str(tmp_path / "node3"), "--peers", peers, *secret, raft_listen=raft4)
+        starting = threading.Thread(target=fourth.start, kwargs={"timeout": 30})
+        starting.start()
+        with Client(addresses) as admin:
+            with pytest.raises(InvalidArgument) as bad:
+                admin.add_member("no-port")
+            assert bad.value.field == "address"
+            status = admin.add_member(raft4)
+            assert raft4 in [m.address for m in status.members]
+            starting.join(40)
+            assert fourth.grpc, fourth.text
+            members = [*cluster, fourth]
+            # Leadership handed to a chosen follower.
+            old = leader_of(members)
+            target = next(n for n in cluster if n is not old)
+            status = admin.transfer_leadership(target.raft)
+            assert status.leader == target.raft, (
+                old.raft,
+                target.raft,
+                raft4,
+                [n.raft for n in cluster],
+                str(status),
+            )
+            assert leader_of(members) is target
+            with pytest.raises(FailedPrecondition):
+                admin.transfer_leadership("127.0.0.1:1")  # not a member
+            # The old leader leaves; the group of three goes on.
+            status = admin.remove_member(old.raft)
+            assert old.raft not in [m.address for m in status.members]
+            old.kill()
+        members = [n for n in members if n is not old]
+        before = len(acknowledged)
+        wait_until(lambda: len(acknowledged) >= before + 500, timeout=20)
+    finally:
+        producers.stop()
+    try:
+        with Client([n.grpc for n in members]) as client:
+            q = client.queue("n", "q")
+            assert len(set(acknowledged)) == len(acknowledged)
+            assert q.stats().ready == len(acknowledged)  # nothing lost, nothing twice
+        wait_until(lambda: len(replica_states(members)) == 1, timeout=20)
+        expected = sorted(n.raft for n in members if n is not fourth)
+        with Client(fourth.grpc, retry=RetryPolicy(timeout=0)) as direct:
+            wait_until(
+                lambda: sorted(m.address for m in direct.cluster_status().members) == expected
+            )
+    finally:
+        fourth.kill()

@@ -113,3 +113,9 @@ def test_spec_and_filter_round_trip() -> None:
     with pytest.raises(e.InvalidArgument) as caught:
         cv.filter_from_proto(pb.MessageFilter(states=[99]))  # type: ignore[list-item]  # a state from the future
     assert caught.value.field.startswith("where.states")
+
+
+def test_an_error_without_data_keeps_its_message() -> None:
+    for error in (e.FailedPrecondition("the leader cannot remove itself"), e.KokaqError("boom")):
+        rebuilt = error_from_detail(error_detail(error))
+        assert type(rebuilt) is type(error) and rebuilt.message == error.message
