@@ -133,6 +133,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         on_state_changed: Callable[[int, int], None] | None = None,
     ) -> None:
         settings = settings or RaftSettings()
+        self.self_address = self_address
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         self.engine = Engine()
         self.grpc_addresses: dict[str, str] = {}  # replicated: raft address -> gRPC address
@@ -164,7 +165,9 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
             onStateChanged=on_state_changed,
             # Members added and removed one at a time (Cluster.AddMember / RemoveMember);
             # the member list lives in the dump, so a restart keeps the changes.
-            dynamicMembershipChange=True,
+            # Not for a single node: its Raft port may change at each start (port
+            # 0), and the list in its dump would then name a member that is gone.
+            dynamicMembershipChange=bool(peers),
             # Our own tick loop (below) instead of PySyncObj's; unbatched appends
             # wake the loop when a command is proposed and send it to followers at once.
             autoTick=False,
@@ -247,7 +250,12 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
             self.http_addresses = dict(dump.get("http_addresses", {}))
         if self.on_snapshot is not None:
             self.on_snapshot(int(dump["last"][1]))
-        return _entry(dump["last"]), _entry(dump["prev"]), list(dump["cluster"])
+        # The members at the snapshot, less this one: PySyncObj (with dynamic
+        # membership) takes the list as the *other* members, and compares them
+        # with itself as Node objects, never equal to the strings stored here,
+        # so this member would count itself as a peer and miss its quorum.
+        others = [address for address in dump["cluster"] if address != self.self_address]
+        return _entry(dump["last"]), _entry(dump["prev"]), others
 
     # -- status ------------------------------------------------------------------------------
 
