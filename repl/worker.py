@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -43,7 +44,10 @@ def load_handlers(target: str) -> Mapping[str, Any]:
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise InvalidArgument("target", "must be module:attribute, e.g. app.jobs:worker")
-    sys.path.insert(0, ".")  # as `python -m` would: the working directory's modules
+    here = os.getcwd()  # as `python -m` would: the working directory's modules
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    importlib.invalidate_caches()
     try:
         found: Any = importlib.import_module(module_name)
         for part in attribute.split("."):

@@ -298,3 +298,20 @@ def test_cluster_changes_on_a_single_node(kokaq: Kokaq) -> None:
     assert "transfer leadership first" in kokaq("cluster", "remove", me, code=1).stderr
     assert "a member already" in kokaq("cluster", "add", me, code=1).stderr
     assert kokaq.json("cluster", "status")["role"] == "leader"
+
+
+def test_worker_command_bad_input(
+    kokaq: Kokaq, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = kokaq("worker", "no_such_module:worker", code=1)
+    assert missing.stderr.startswith("Error: target: cannot load no_such_module:worker")
+    assert kokaq("worker", "no-colon", code=1).stderr.startswith("Error: target: must be module:")
+    (tmp_path / "not_handlers.py").write_text("worker = 42\n")
+    monkeypatch.chdir(tmp_path)
+    assert "neither a Worker" in kokaq("worker", "not_handlers:worker", code=1).stderr
+    (tmp_path / "handlers.py").write_text("handlers = {'t': print}\n")
+    weight = kokaq("worker", "handlers:handlers", "--queues", "a:x", code=1)
+    assert weight.stderr.startswith("Error: queues: weight of 'a' must be")
+    kokaq.env["KOKAQ_WORKER_QUEUES"] = "a:0"
+    assert "queues" in kokaq("worker", "handlers:handlers", code=1).stderr  # from the environment
+    kokaq("worker", "handlers:handlers", "--concurrency", "0", code=2)
