@@ -90,7 +90,7 @@ async def change_membership(
     if action == "transfer" and not _is_member(raft, address):
         raise FailedPrecondition(f"no member {address or 'but this one'} to hand leadership to")
     if action != "transfer":
-        error = await _change_once(raft, action, address)
+        error = await _membership_change(raft, action, address)
     else:
         committer.pause()
         try:
@@ -109,6 +109,19 @@ def _is_member(raft: ReplicatedEngine, address: str) -> bool:
     prefix = "partner_node_status_server_"
     others = [key.removeprefix(prefix) for key in raft.getStatus() if key.startswith(prefix)]
     return address in others if address else bool(others)
+
+
+async def _membership_change(raft: ReplicatedEngine, action: str, address: str) -> int:
+    """Ask again while the leader refuses for a passing reason: its term's
+    first entry not applied yet (a new leader), or the previous change still
+    on its way."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _CHANGE_TIMEOUT / 2
+    while (error := await _change_once(raft, action, address)) == FAIL_REASON.REQUEST_DENIED:
+        if loop.time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return error
 
 
 async def _transfer(raft: ReplicatedEngine, address: str) -> int:
