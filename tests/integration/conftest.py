@@ -12,6 +12,13 @@ from tests.integration.blocking import Blocking, EventLoopThread
 from tests.integration.nodes import NodeProcess, start_node
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_node_outlives_the_run() -> Iterator[None]:
+    yield
+    for process in NodeProcess.started:
+        process.kill()
+
+
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     process = start_node(str(tmp_path_factory.mktemp("node")))

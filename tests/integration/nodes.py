@@ -12,11 +12,16 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from typing import ClassVar
 
 _READY = re.compile(r"kokaq node ready: grpc=(\S+) raft=(\S+) http=(\S+)")
 
 
 class NodeProcess:
+    #: Every node started by this test run, so that none outlives it (a test
+    #: that fails half-way may not reach its own kill).
+    started: ClassVar[list[NodeProcess]] = []
+
     def __init__(
         self,
         data_dir: str,
@@ -50,6 +55,7 @@ class NodeProcess:
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
+        NodeProcess.started.append(self)
         ready = threading.Event()
         threading.Thread(target=self._read, args=(self.process, ready), daemon=True).start()
         if not ready.wait(timeout):
