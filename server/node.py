@@ -140,7 +140,15 @@ class _Node:
         gateway = Gateway(ReplicatedExecutor(raft, committer), auth, on_leased=metrics.leased)
         server.add_generic_rpc_handlers(generic_handlers(gateway, metrics.observe_grpc))
         server.add_generic_rpc_handlers([cluster_handler(raft, auth, committer)])
-        workers = WorkerSessions(gateway, wakeup)
+
+        def ready_count(namespace: str, queue: str) -> int | None:
+            with raft.lock:
+                try:
+                    return raft.engine.stats(namespace, queue).ready
+                except KokaqError:
+                    return None
+
+        workers = WorkerSessions(gateway, wakeup, ready_count)
         metrics.worker_streams.set_function(lambda: workers.count)
         server.add_generic_rpc_handlers([workers.handler()])
         health = health_aio.HealthServicer()

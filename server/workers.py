@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -86,10 +86,25 @@ async def _first(*events: asyncio.Event, timeout: float) -> None:
             waiter.cancel()
 
 
+ReadyCount = Callable[[str, str], "int | None"]  # (namespace, queue) -> ready now, if known
+
+
 class WorkerSessions:
-    def __init__(self, gateway: Gateway, wakeup: Wakeup) -> None:
+    """The open lease streams of a node.
+
+    When an applied write wakes them, every session with credit could propose
+    a Dequeue, and all but the first would go through the log for nothing.
+    So a session on one queue first looks at the leader's count of ready jobs,
+    less what other sessions' Dequeues in flight will take (``_claimed``),
+    and proposes only when something is left for it."""
+
+    def __init__(
+        self, gateway: Gateway, wakeup: Wakeup, ready_count: ReadyCount | None = None
+    ) -> None:
         self._gateway = gateway
         self._wakeup = wakeup
+        self._ready_count = ready_count
+        self._claimed: dict[tuple[str, str], int] = {}
         self._sessions: dict[str, _Session] = {}
         self._stopping = asyncio.Event()
 
@@ -123,8 +138,15 @@ class WorkerSessions:
                     session.settled.clear()
                     await _first(session.settled, self._stopping, timeout=_RECHECK_SECONDS)
                     continue
-                dequeue.max_count = free
-                jobs = await self._gateway.run_authorized("Dequeue", dequeue)
+                claim = self._claim(dequeue, free)
+                if claim == 0:
+                    await _first(work, self._stopping, timeout=_RECHECK_SECONDS)
+                    continue
+                dequeue.max_count = claim
+                try:
+                    jobs = await self._gateway.run_authorized("Dequeue", dequeue)
+                finally:
+                    self._unclaim(dequeue, claim)
                 if not jobs:
                     await _first(work, self._stopping, timeout=_RECHECK_SECONDS)
                     continue
@@ -135,6 +157,30 @@ class WorkerSessions:
             await abort_with(context, error)
         finally:
             self._sessions.pop(session.id, None)
+
+    def _claim(self, dequeue: pb.DequeueRequest, free: int) -> int:
+        """How many jobs to ask for: ``free``, or for a single queue whose ready
+        count is known, no more than what other sessions have not claimed."""
+        if self._ready_count is None or len(dequeue.queues) != 1:
+            return free
+        where = (dequeue.namespace, dequeue.queues[0].queue)
+        ready = self._ready_count(*where)
+        if ready is None:
+            return free  # unknown (a missing queue, say): the Dequeue will tell
+        claim = max(0, min(free, ready - self._claimed.get(where, 0)))
+        if claim:
+            self._claimed[where] = self._claimed.get(where, 0) + claim
+        return claim
+
+    def _unclaim(self, dequeue: pb.DequeueRequest, claim: int) -> None:
+        if self._ready_count is None or len(dequeue.queues) != 1:
+            return
+        where = (dequeue.namespace, dequeue.queues[0].queue)
+        left = self._claimed.get(where, 0) - claim
+        if left > 0:
+            self._claimed[where] = left
+        else:
+            self._claimed.pop(where, None)
 
     async def settle(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         """Ack, nack or release one job, and give its credit back to the session.
