@@ -10,7 +10,9 @@ Measures in one run (this machine is noisy, so the baselines are measured here t
 (c) ``grpc_submit_per_s``: ``Producer`` (batched enqueues) from one process;
 (d) ``worker_jobs_per_s``: end to end, from the first submit to the last job
     acked, with ``--workers`` worker processes (concurrency 64 each) while
-    jobs are produced over gRPC as fast as they go;
+    jobs are produced over gRPC as fast as they go; with the CPU the node and
+    the workers spent per job then (``*_cpu_us_per_job``, from /proc: less
+    noisy than rates on a shared machine);
 (e) ``p99_submit_to_start_ms``: jobs submitted at half the rate of (d), each
     carrying its submit time; the handlers record when they start.
 
@@ -80,6 +82,12 @@ async def _rest_rate(base: str, path: str, bodies: list[Any], concurrency: int) 
         return len(bodies) / (time.perf_counter() - started)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _acked(client: Client, queue: str) -> int:
     return client.queue("default", queue).stats().totals.get("acked", 0)
 
@@ -142,11 +150,19 @@ def one_run(args: argparse.Namespace, directory: Path) -> dict[str, float]:
             (directory / "bench_handlers.py").write_text(textwrap.dedent(HANDLERS))
             workers = _start_workers(node, directory, "work", args.workers)
             time.sleep(2)  # the workers connect
+            assert node.process is not None
+            pids = [node.process.pid] + [w.pid for w in workers]
+            cpu_before = [_cpu_seconds(pid) for pid in pids]
             started = time.perf_counter()
             _produce(client, "work", args.jobs)
             while _acked(client, "work") < args.jobs:
                 time.sleep(0.02)
             out["worker_jobs_per_s"] = args.jobs / (time.perf_counter() - started)
+            spent = [
+                _cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)
+            ]
+            out["node_cpu_us_per_job"] = 1e6 * spent[0] / args.jobs
+            out["workers_cpu_us_per_job"] = 1e6 * sum(spent[1:]) / args.jobs
 
             count = int(out["worker_jobs_per_s"] * args.latency_seconds / 2)
             _produce(client, "work", count, rate=out["worker_jobs_per_s"] / 2)

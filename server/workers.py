@@ -64,9 +64,10 @@ class Wakeup:
 
 
 class _Session:
-    def __init__(self, session_id: str, credit: int) -> None:
+    def __init__(self, session_id: str, credit: int, where: tuple[str, str] | None) -> None:
         self.id = session_id
         self.credit = credit
+        self.where = where  # (namespace, queue) of a single-queue session
         self.held: dict[tuple[str, str], int] = {}  # (message id, lock id) -> lock deadline
         self.settled = asyncio.Event()
 
@@ -127,7 +128,8 @@ class WorkerSessions:
         except KokaqError as error:
             await abort_with(context, error)
             return
-        session = _Session(new_ids(1)[0], int(request.credit))
+        where = (dequeue.namespace, dequeue.queues[0].queue) if len(dequeue.queues) == 1 else None
+        session = _Session(new_ids(1)[0], int(request.credit), where)
         self._sessions[session.id] = session
         try:
             yield pb.LeaseEvent(session_id=session.id)
@@ -167,7 +169,11 @@ class WorkerSessions:
         ready = self._ready_count(*where)
         if ready is None:
             return free  # unknown (a missing queue, say): the Dequeue will tell
-        claim = max(0, min(free, ready - self._claimed.get(where, 0)))
+        left = ready - self._claimed.get(where, 0)
+        # A fair share each, so that one worker does not take every job while
+        # the others idle: the sessions on this queue wake together.
+        sharing = sum(1 for s in self._sessions.values() if s.where == where)
+        claim = max(0, min(free, -(-left // max(1, sharing))))
         if claim:
             self._claimed[where] = self._claimed.get(where, 0) + claim
         return claim
