@@ -60,6 +60,18 @@ def submit(http: httpx.Client, **job: Any) -> str:
     return str(response.json()["id"])
 
 
+def kill(http: httpx.Client, queue: str, job_id: str) -> None:
+    """Lease the job (the queue's most urgent) and fail it into the DLQ."""
+    leased = http.post(f"/v1/namespaces/default/queues/{queue}/dequeue", json={}).json()
+    (message,) = leased["messages"]
+    assert message["id"] == job_id
+    nack = http.post(
+        f"/v1/namespaces/default/queues/{queue}/messages/{job_id}/nack",
+        json={"lock_id": message["lock_id"], "error": "smtp down"},
+    )
+    assert nack.json()["outcome"] == "dead_lettered"
+
+
 def test_dashboard_shows_jobs_and_redrives_dead_ones(
     browser: Browser, node: NodeProcess, http: httpx.Client, tmp_path: Path
 ) -> None:
@@ -89,14 +101,7 @@ def test_dashboard_shows_jobs_and_redrives_dead_ones(
 
     # A dead job shows in the DLQ view; Redrive sends it back to its queue.
     dead = submit(http, queue=queue, max_retries=0, priority=100)
-    leased = http.post(f"/v1/namespaces/default/queues/{queue}/dequeue", json={}).json()
-    (message,) = leased["messages"]
-    assert message["id"] == dead
-    nack = http.post(
-        f"/v1/namespaces/default/queues/{queue}/messages/{dead}/nack",
-        json={"lock_id": message["lock_id"], "error": "smtp down"},
-    )
-    assert nack.json()["outcome"] == "dead_lettered"
+    kill(http, queue, dead)
     page.click("#tabs button[data-tab=dlq]")
     page.select_option("#dlq-queue", queue)
     page.wait_for_selector(f'#dlq-table tr[data-job-id="{dead}"]', timeout=3_000)
@@ -105,6 +110,17 @@ def test_dashboard_shows_jobs_and_redrives_dead_ones(
     page.wait_for_selector("#dlq-result:has-text('redriven: 1')", timeout=3_000)
     wait_until(lambda: http.get(f"/v1/jobs/{dead}").json()["status"] == "pending", timeout=3)
     page.wait_for_selector(f'#dlq-table tr[data-job-id="{dead}"]', state="detached", timeout=3_000)
+
+    # Purge asks first; a declined confirmation deletes nothing.
+    kill(http, queue, submit(http, queue=queue, max_retries=0, priority=200))
+    page.wait_for_selector("#dlq-table tbody tr", timeout=3_000)
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("#dlq-purge-all")
+    assert http.get("/v1/dlq", params={"queue": queue}).json()["jobs"] != []
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#dlq-purge-all")
+    page.wait_for_selector("#dlq-result:has-text('purged: 1')", timeout=3_000)
+    assert http.get("/v1/dlq", params={"queue": queue}).json()["jobs"] == []
 
     page.click("#tabs button[data-tab=cluster]")
     page.wait_for_selector("#cluster-fields dd", timeout=3_000)
