@@ -1,7 +1,10 @@
 """An in-process transport: a real ``Engine`` in memory behind the same calls,
 so code that uses the SDK can be tested without a server.
 
-    client = Client(transport=InProcessTransport())
+    transport = InProcessTransport()
+    client = Client(transport=transport)
+    # and a Worker on the same engine, to test job handlers:
+    worker = Worker(transport=AsyncInProcessTransport(sync=transport))
 
 Requests and answers still go through their protobuf bytes and the node's
 operation table, so what works here works against a node.
@@ -9,12 +12,15 @@ operation table, so what works here works against a node.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from kokaq.client.transport import CLUSTER_CHANGES, CLUSTER_STATUS
-from kokaq.core import Engine, FailedPrecondition
+from kokaq.client.transport import CLUSTER_CHANGES, CLUSTER_STATUS, SETTLE, SETTLE_MANY
+from kokaq.core import Engine, FailedPrecondition, KokaqError
+from kokaq.protocol.errors import error_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.committer import new_ids
 from kokaq.server.operations import OPERATIONS, ids_needed, state_digest
@@ -28,6 +34,32 @@ class InProcessTransport:
         self._lock = threading.Lock()
 
     def call(self, name: str, request: Any) -> Any:
+        if name == SETTLE:
+            return pb.SettleResponse(outcome=self._settle(request))
+        if name == SETTLE_MANY:
+            return pb.SettleManyResponse(results=[self._settle_one(i) for i in request.items])
+        return self._call(name, request)
+
+    def _settle(self, item: pb.SettleRequest) -> str:
+        """A worker's settle, as the node's Workers service runs it."""
+        outcome = item.WhichOneof("outcome")
+        if outcome == "ack":
+            self._call("Ack", item.ack)
+            return "acked"
+        if outcome == "nack":
+            return str(self._call("Nack", item.nack).outcome)
+        if outcome == "release":
+            self._call("Release", item.release)
+            return "released"
+        raise FailedPrecondition("a settle names ack, nack or release")
+
+    def _settle_one(self, item: pb.SettleRequest) -> pb.SettleOutcome:
+        try:
+            return pb.SettleOutcome(outcome=self._settle(item))
+        except KokaqError as error:
+            return pb.SettleOutcome(error=error_detail(error))
+
+    def _call(self, name: str, request: Any) -> Any:
         if name == CLUSTER_STATUS:  # one member, always the leader
             digest = None
             if request.with_digest:
@@ -51,12 +83,55 @@ class InProcessTransport:
 
 
 class AsyncInProcessTransport:
-    def __init__(self, engine: Engine | None = None) -> None:
-        self._sync = InProcessTransport(engine)
+    """The same, for ``AsyncClient`` and ``Worker``; ``sync`` shares the engine
+    (and its lock) with a blocking ``InProcessTransport``."""
+
+    #: How often the in-process lease stream looks for ready jobs (a node
+    #: pushes them as they come; a test does not need that).
+    POLL_SECONDS = 0.01
+
+    def __init__(
+        self, engine: Engine | None = None, *, sync: InProcessTransport | None = None
+    ) -> None:
+        self._sync = sync or InProcessTransport(engine)
         self.engine = self._sync.engine
 
     async def call(self, name: str, request: Any) -> Any:
         return self._sync.call(name, request)
+
+    def lease_stream(self, request: pb.LeaseRequest) -> AsyncIterator[pb.LeaseEvent]:
+        """The Workers.Lease stream: the session first, then jobs within the
+        credit (which comes back as the jobs leave their lease)."""
+        return self._lease(request)
+
+    async def _lease(self, request: pb.LeaseRequest) -> AsyncIterator[pb.LeaseEvent]:
+        yield pb.LeaseEvent(session_id="in-process")
+        dequeue = pb.DequeueRequest(namespace=request.namespace, queues=request.queues)
+        if request.HasField("visibility_timeout_ms"):
+            dequeue.visibility_timeout_ms = request.visibility_timeout_ms
+        held: list[pb.Message] = []
+        while True:
+            held = [m for m in held if self._still_leased(m)]
+            free = int(request.credit) - len(held)
+            if free > 0:
+                dequeue.max_count = free
+                jobs = list(self._sync.call("Dequeue", dequeue).messages)
+                if jobs:
+                    held += jobs
+                    yield pb.LeaseEvent(jobs=jobs)
+                    continue
+            await asyncio.sleep(self.POLL_SECONDS)
+
+    def _still_leased(self, message: pb.Message) -> bool:
+        ref = pb.MessageRef(namespace=message.namespace, queue=message.queue, message_id=message.id)
+        try:
+            now = self._sync.call("GetMessage", ref)
+        except KokaqError:
+            return False
+        return bool(now.lock_id == message.lock_id)
+
+    def failed(self, error: KokaqError) -> None:
+        """Nowhere else to go."""
 
     async def close(self) -> None:
         pass

@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -56,7 +56,7 @@ from kokaq.protocol.errors import error_from_detail
 from kokaq.protocol.jobs import job_payload
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
-__all__ = ["Handler", "Job", "Worker"]
+__all__ = ["Handler", "Job", "Worker", "WorkerTransport"]
 
 log = logging.getLogger("kokaq.worker")
 
@@ -94,6 +94,19 @@ def job_of(message: MessageView) -> Job:
 def error_summary(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     return text[:_MAX_ERROR]
+
+
+class WorkerTransport(Protocol):
+    """What a worker needs of a transport: ``AsyncGrpcTransport``, or the
+    in-process one of ``kokaq.client.testing``."""
+
+    async def call(self, name: str, request: Any) -> Any: ...
+
+    def lease_stream(self, request: pb.LeaseRequest) -> Any: ...
+
+    def failed(self, error: KokaqError) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class _HandlerThreads:
@@ -170,7 +183,7 @@ class _Settler:
     """Sends settles in batches: while one ``SettleMany`` is out, the next
     ones gather (up to ``batch_size``), as the ``Producer`` does for enqueues."""
 
-    def __init__(self, transport: AsyncGrpcTransport, batch_size: int = 500) -> None:
+    def __init__(self, transport: WorkerTransport, batch_size: int = 500) -> None:
         self._transport = transport
         self._batch_size = batch_size
         self._pending: list[tuple[pb.SettleRequest, asyncio.Future[str]]] = []
@@ -229,7 +242,7 @@ class Worker:
         worker_id: str | None = None,
         visibility_timeout_ms: int | None = None,
         grace: float = 30.0,
-        transport: AsyncGrpcTransport | None = None,
+        transport: WorkerTransport | None = None,
     ) -> None:
         if not 1 <= concurrency <= 1000:
             raise InvalidArgument("concurrency", "must be 1 to 1000")
@@ -298,7 +311,7 @@ class Worker:
     async def run_async(self, stop: asyncio.Event | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = stop or asyncio.Event()
-        transport = self._transport or AsyncGrpcTransport(
+        transport: WorkerTransport = self._transport or AsyncGrpcTransport(
             self._server, api_key=self._api_key, retry=RetryPolicy(timeout=30.0)
         )
         pool = _HandlerThreads(self.concurrency, self._loop)
@@ -330,7 +343,7 @@ class Worker:
 
     async def _drain(
         self,
-        transport: AsyncGrpcTransport,
+        transport: WorkerTransport,
         inbox: asyncio.Queue[tuple[str, MessageView] | None],
         runners: list[asyncio.Task[None]],
         running: dict[asyncio.Task[None], tuple[str, MessageView]],
@@ -352,7 +365,7 @@ class Worker:
 
     async def _feed(
         self,
-        transport: AsyncGrpcTransport,
+        transport: WorkerTransport,
         inbox: asyncio.Queue[tuple[str, MessageView] | None],
     ) -> None:
         """Hold a lease stream open, reconnecting (to the leader) when it breaks."""
@@ -374,8 +387,8 @@ class Worker:
                     for message in event.jobs:
                         inbox.put_nowait((session, cv.message_from_proto(message)))
                 error: KokaqError | None = None  # the node ended the stream: it is stopping
-            except grpc.RpcError as rpc_error:
-                error = error_of_rpc(rpc_error)
+            except (grpc.RpcError, KokaqError) as failure:  # KokaqError: in process
+                error = failure if isinstance(failure, KokaqError) else error_of_rpc(failure)
                 if isinstance(error, _FATAL):
                     raise error from None
                 log.warning("lease stream: %s; reconnecting", error.message)
@@ -386,7 +399,7 @@ class Worker:
 
     async def _runner(
         self,
-        transport: AsyncGrpcTransport,
+        transport: WorkerTransport,
         pool: _HandlerThreads,
         inbox: asyncio.Queue[tuple[str, MessageView] | None],
         running: dict[asyncio.Task[None], tuple[str, MessageView]],
@@ -406,7 +419,7 @@ class Worker:
 
     async def _process(
         self,
-        transport: AsyncGrpcTransport,
+        transport: WorkerTransport,
         pool: _HandlerThreads,
         session: str,
         message: MessageView,
@@ -445,7 +458,7 @@ class Worker:
             settle = pb.SettleRequest(session_id=session, nack=nack)
         await self._settle(transport, settle, message)
 
-    async def _heartbeats(self, transport: AsyncGrpcTransport) -> None:
+    async def _heartbeats(self, transport: WorkerTransport) -> None:
         """Refresh each running job's lease every third of its length (one loop
         for all of them: a task per job would cost more than a no-op job)."""
         while True:
@@ -456,7 +469,7 @@ class Worker:
                 lease.next_refresh = now + lease.lease_ms / 3000
             await asyncio.gather(*(self._refresh(transport, lease) for lease in due))
 
-    async def _refresh(self, transport: AsyncGrpcTransport, lease: _Lease) -> None:
+    async def _refresh(self, transport: WorkerTransport, lease: _Lease) -> None:
         message = lease.message
         try:
             await transport.call("Refresh", _lock(message))
@@ -467,7 +480,7 @@ class Worker:
             log.warning("job %s: lease refresh failed: %s", message.id, error.message)
 
     async def _settle(
-        self, transport: AsyncGrpcTransport, settle: pb.SettleRequest, message: MessageView
+        self, transport: WorkerTransport, settle: pb.SettleRequest, message: MessageView
     ) -> None:
         try:
             await self._settler.settle(settle)
@@ -478,7 +491,7 @@ class Worker:
             log.error("job %s: settling failed: %s", message.id, error.message)
 
     async def _release(
-        self, transport: AsyncGrpcTransport, session: str, message: MessageView
+        self, transport: WorkerTransport, session: str, message: MessageView
     ) -> None:
         release = pb.ReleaseRequest(lock=_lock(message))
         await self._settle(
