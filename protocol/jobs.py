@@ -23,6 +23,7 @@ from kokaq.core import (
     MessageState,
     MessageView,
     QueueConfig,
+    QueueStats,
 )
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "JOB_QUEUE_CONFIG",
     "JOB_STATUSES",
     "STATES_OF_STATUS",
+    "newest_jobs",
+    "status_counts",
     "iso",
     "job_json",
     "job_payload",
@@ -118,6 +121,23 @@ def job_status(view: MessageView) -> str:
     if state is MessageState.DELAYED:
         return "failed" if view.deliveries else "pending"
     return str(state)  # leased, succeeded, dead
+
+
+def newest_jobs(views: list[MessageView], status: str | None, limit: int) -> list[MessageView]:
+    """The newest ``limit`` of ``views`` (from several queues) in ``status``."""
+    views = sorted(views, key=lambda view: view.created_at, reverse=True)
+    return [v for v in views if status is None or job_status(v) == status][:limit]
+
+
+def status_counts(stats: QueueStats) -> dict[str, int]:
+    """Jobs per status of a queue; those waiting for a retry count as pending
+    (the engine's counts do not split delayed jobs by attempts)."""
+    return {
+        "pending": stats.ready + stats.delayed,
+        "leased": stats.leased,
+        "succeeded": stats.succeeded,
+        "dead": stats.dead,
+    }
 
 
 def job_payload(view: MessageView) -> Any:

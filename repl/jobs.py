@@ -28,6 +28,8 @@ from kokaq.protocol.jobs import (
     job_json,
     job_spec,
     job_status,
+    newest_jobs,
+    status_counts,
 )
 from kokaq.repl.params import DURATION
 from kokaq.repl.render import emit, readable_ms, table
@@ -167,8 +169,7 @@ def list_jobs(session: Session, queue: str | None, status: str | None, limit: in
     found: list[MessageView] = []
     for name in names:
         found += client.queue(session.namespace, name).list_messages(states, min(1000, limit * 4))
-    found.sort(key=lambda view: view.created_at, reverse=True)
-    chosen = [v for v in found if status is None or job_status(v) == status][:limit]
+    chosen = newest_jobs(found, status, limit)
     emit(session, [job_json(v) for v in chosen], lambda: _job_rows(chosen))
 
 
@@ -191,10 +192,8 @@ def queues(session: Session) -> None:
     client = session.client
     rows = []
     for info in client.list_queues(session.namespace):
-        stats = client.queue(session.namespace, info.name).stats()
-        rows.append(
-            [info.name, stats.ready + stats.delayed, stats.leased, stats.succeeded, stats.dead]
-        )
+        counts = status_counts(client.queue(session.namespace, info.name).stats())
+        rows.append([info.name, *counts.values()])
     headers = ["queue", "pending", "leased", "succeeded", "dead"]
     emit(
         session,

@@ -104,10 +104,17 @@ async def change_membership(
     return cluster_status(raft)
 
 
+_PARTNER = "partner_node_status_server_"  # getStatus() key: 2 when connected
+
+
+def _partners(status: dict[str, Any]) -> dict[str, Any]:
+    """The other members' Raft addresses, each with its connection status."""
+    return {k.removeprefix(_PARTNER): v for k, v in status.items() if k.startswith(_PARTNER)}
+
+
 def _is_member(raft: ReplicatedEngine, address: str) -> bool:
     """Whether ``address`` is another member ("": whether there is any other)."""
-    prefix = "partner_node_status_server_"
-    others = [key.removeprefix(prefix) for key in raft.getStatus() if key.startswith(prefix)]
+    others = _partners(raft.getStatus())
     return address in others if address else bool(others)
 
 
@@ -216,14 +223,11 @@ def cluster_status(raft: ReplicatedEngine, *, with_digest: bool = False) -> pb.C
     s = raft.getStatus()
     members = [
         pb.Member(
-            address=key.removeprefix("partner_node_status_server_"),
-            connected=value == 2,
-            match_index=s.get(
-                "match_idx_server_" + key.removeprefix("partner_node_status_server_")
-            ),
+            address=address,
+            connected=connected == 2,
+            match_index=s.get("match_idx_server_" + address),
         )
-        for key, value in s.items()
-        if key.startswith("partner_node_status_server_")
+        for address, connected in _partners(s).items()
     ]
     leader = s.get("leader")
     return pb.ClusterStatus(

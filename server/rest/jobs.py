@@ -39,6 +39,8 @@ from kokaq.protocol.jobs import (
     job_json,
     job_spec,
     job_status,
+    newest_jobs,
+    status_counts,
     to_ms,
 )
 from kokaq.protocol.v1 import kokaq_pb2 as pb
@@ -313,9 +315,7 @@ async def _recent(
             namespace=namespace, queue=name, states=states, limit=min(1000, limit * 4)
         )
         found += await caller.run("ListMessages", request)
-    found.sort(key=lambda view: view.created_at, reverse=True)
-    jobs = (job_json(view) for view in found)
-    return [job for job in jobs if status is None or job["status"] == status][:limit]
+    return [job_json(view) for view in newest_jobs(found, status, limit)]
 
 
 def _jobs_route(path: str, summary: str) -> None:
@@ -345,15 +345,9 @@ async def queue_counts(
     as pending here."""
     rows = []
     for ns, queue, stats in await all_queue_stats(caller, namespace):
-        counts = {
-            "pending": stats.ready + stats.delayed,
-            "leased": stats.leased,
-            "succeeded": stats.succeeded,
-            "dead": stats.dead,
-        }
         rows += [
             {"namespace": ns, "queue": queue, "status": status, "count": count}
-            for status, count in counts.items()
+            for status, count in status_counts(stats).items()
         ]
     return {"queues": rows}
 

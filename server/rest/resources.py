@@ -62,14 +62,12 @@ def _config(cls: type[QueueConfig] | type[NamespaceConfig], data: dict[str, Any]
         raise error.at("config") from None
 
 
-def _queue_config_proto(data: dict[str, Any] | None) -> pb.QueueConfig | None:
-    config = _config(QueueConfig, data)
-    return None if config is None else cv.dict_to_message(config.to_dict(), pb.QueueConfig())
-
-
-def _namespace_config_proto(data: dict[str, Any] | None) -> pb.NamespaceConfig | None:
-    config = _config(NamespaceConfig, data)
-    return None if config is None else cv.dict_to_message(config.to_dict(), pb.NamespaceConfig())
+def _config_proto(
+    cls: type[QueueConfig] | type[NamespaceConfig], data: dict[str, Any] | None, message: Any
+) -> Any:
+    """The checked configuration as its protobuf ``message``; None when not given."""
+    config = _config(cls, data)
+    return None if config is None else cv.dict_to_message(config.to_dict(), message)
 
 
 def _namespace(info: Any) -> dict[str, Any]:
@@ -109,7 +107,7 @@ async def list_namespaces(caller: CallerDep) -> Any:
 
 @router.post("", status_code=201, summary="Create a namespace")
 async def create_namespace(body: NamespaceIn, caller: CallerDep) -> Any:
-    config = _namespace_config_proto(body.config)
+    config = _config_proto(NamespaceConfig, body.config, pb.NamespaceConfig())
     request = pb.NamespaceRequest(namespace=body.name, config=config)
     return _namespace(await caller.run("CreateNamespace", request))
 
@@ -124,7 +122,9 @@ async def get_namespace(namespace: NamespaceName, caller: CallerDep) -> Any:
 async def update_namespace(namespace: NamespaceName, config: Config, caller: CallerDep) -> Any:
     if config is None:
         raise InvalidArgument("config", "give the new configuration")
-    request = pb.NamespaceRequest(namespace=namespace, config=_namespace_config_proto(config))
+    request = pb.NamespaceRequest(
+        namespace=namespace, config=_config_proto(NamespaceConfig, config, pb.NamespaceConfig())
+    )
     return _namespace(await caller.run("UpdateNamespace", request))
 
 
@@ -158,7 +158,7 @@ async def list_queues(namespace: NamespaceName, caller: CallerDep) -> Any:
 
 @router.post("/{namespace}/queues", status_code=201, summary="Create a queue")
 async def create_queue(namespace: NamespaceName, body: QueueIn, caller: CallerDep) -> Any:
-    config = _queue_config_proto(body.config)
+    config = _config_proto(QueueConfig, body.config, pb.QueueConfig())
     request = pb.QueueRequest(namespace=namespace, queue=body.name, config=config)
     return _queue(await caller.run("CreateQueue", request))
 
@@ -177,7 +177,7 @@ async def update_queue(
     that makes sense (scheduling reorders the backlog; retention applies)."""
     if config is None:
         raise InvalidArgument("config", "give the new configuration")
-    config_proto = _queue_config_proto(config)
+    config_proto = _config_proto(QueueConfig, config, pb.QueueConfig())
     request = pb.QueueRequest(namespace=namespace, queue=queue, config=config_proto)
     return _queue(await caller.run("UpdateQueue", request))
 
