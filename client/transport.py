@@ -4,7 +4,9 @@ and retries. ``kokaq.client.testing`` has the in-process transport.
 Retries: ``Unavailable`` (which includes ``NotLeader`` and lost connections)
 is retried with exponential backoff and jitter on the next address, until
 ``retry_timeout`` has passed. Every write the SDK sends is safe to repeat:
-enqueues carry a dedup key, and settling a lease twice fails cleanly.
+enqueues carry a dedup key, an ack repeated for the same lease succeeds
+(while the message is retained), and any other settle repeated fails cleanly
+with ``LockLost``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import grpc
 
 from kokaq.core import InvalidArgument, KokaqError, NotLeader, Unavailable
 from kokaq.protocol.errors import ERROR_TRAILER, error_from_status
+from kokaq.protocol.grpc_options import CLIENT_OPTIONS
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.operations import OPERATIONS
 from kokaq.server.service import CONSISTENCY_HEADER
@@ -41,11 +44,6 @@ SETTLE = "Settle"
 #: Membership and leadership changes (Cluster service): each answers a ClusterStatus.
 CLUSTER_CHANGES = ("AddMember", "RemoveMember", "TransferLeadership")
 SETTLE_MANY = "SettleMany"
-
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 80 * 1024 * 1024),
-    ("grpc.max_send_message_length", 80 * 1024 * 1024),
-]
 
 
 class RetryPolicy:
@@ -166,7 +164,7 @@ class _GrpcBase:
 
 class GrpcTransport(_GrpcBase):
     def _new_channel(self, address: str) -> Any:
-        return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        return grpc.insecure_channel(address, options=CLIENT_OPTIONS)
 
     def call(self, name: str, request: Any) -> Any:
         started, attempt = time.monotonic(), 0
@@ -186,7 +184,7 @@ class GrpcTransport(_GrpcBase):
 
 class AsyncGrpcTransport(_GrpcBase):
     def _new_channel(self, address: str) -> Any:
-        return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS)
 
     async def call(self, name: str, request: Any) -> Any:
         started, attempt = time.monotonic(), 0

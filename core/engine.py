@@ -361,10 +361,11 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
         Raises:
             MessageNotFound: no such message.
             LockLost: the lock id is wrong or the lease has ended; nothing changed.
+            (The same lease acked again succeeds and changes nothing.)
         """
         now = self._clock(now)
         q = self._queue(namespace, queue)
-        q.ack(q.locked(message_id, lock_id, now), now)
+        q.ack_lease(message_id, lock_id, now)
         q.purge_succeeded(now)
 
     def ack_batch(
@@ -379,13 +380,13 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
         if not isinstance(items, Sequence) or not 1 <= len(items) <= MAX_BATCH:
             raise InvalidArgument("items", f"must hold 1 to {MAX_BATCH} pairs")
         results: list[KokaqError | None] = []
-        locked, ack = q.locked, q.ack
+        ack = q.ack_lease
         for index, item in enumerate(items):
             if not is_pair(item):
                 results.append(InvalidArgument(f"items[{index}]", "must be (message_id, lock_id)"))
                 continue
             try:
-                ack(locked(item[0], item[1], now), now)
+                ack(item[0], item[1], now)
                 results.append(None)
             except KokaqError as error:
                 results.append(error)

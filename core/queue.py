@@ -155,7 +155,7 @@ class Queue:
                 m.deliveries,
                 m.max_deliveries,
                 m.dedup_key,
-                m.lock_id,
+                m.lock_id if m.state is LEASED else None,
                 m.lock_deadline,
                 m.last_error,
                 m.failure_reason,
@@ -302,14 +302,27 @@ class Queue:
 
     # -- settling a lease --------------------------------------------------------
 
+    def ack_lease(self, message_id: str, lock_id: str, now: int) -> None:
+        """Ack the lease ``lock_id``. A repeated ack of the same lease succeeds
+        and changes nothing: a client that lost the first answer (a failover)
+        retries, and must not be told its lease was lost."""
+        try:
+            message = self.locked(message_id, lock_id, now)
+        except LockLost:
+            message = self.messages[message_id]
+            if message.state is SUCCEEDED and message.lock_id == lock_id:
+                return
+            raise
+        self.ack(message, now)
+
     def ack(self, message: Message, now: int) -> None:
-        """Settle as succeeded; the caller runs ``purge_succeeded`` afterwards."""
+        """Settle as succeeded; the caller runs ``purge_succeeded`` afterwards.
+        The lock id stays on the message (views hide it) for ``ack_lease``."""
         self.leased.discard(message)
         if message.ttl_entry is not None:
             self.ttl.discard(message)
         self._count_out(message)
         message.state = SUCCEEDED
-        message.lock_id = None
         message.lock_deadline = None
         message.updated_at = now
         self.succeeded.append(message)

@@ -10,10 +10,15 @@ behind the same interface (``pysyncobj.journal.Journal``):
   (on a single node: on that node). Group commit keeps entries few and large.
 * **No truncation without a conflict.** PySyncObj deletes a follower's tail
   whenever the leader resends older entries, even if they match. Here
-  ``deleteEntriesFrom`` only sets the tail aside; ``add`` puts a set-aside entry
-  back when the leader resends the same (index, term), and drops the tail for
-  good only when an entry's term differs, as Raft says. Any read settles a
-  pending tail back in place.
+  ``deleteEntriesFrom`` only sets the tail aside (it stays on disk); ``add``
+  puts a set-aside entry back when the leader resends the same (index, term),
+  and drops the tail for good only when an entry's term differs, as Raft says.
+  The rest of the tail stays out of view until the handler of that
+  AppendEntries stores its commit index (``setRaftCommitIndex``, its last
+  step): PySyncObj takes the commit index as min(the leader's, the last index
+  in the log), and Raft allows no further than the last entry the leader sent.
+  An unverified tail in view let a deposed leader apply its own uncommitted
+  writes and answer them as done.
 * **Journal kept across a dump.** ``align_to`` trims the journal to start at a
   dump's snapshot point, so PySyncObj's start-up check (journal must start at
   the dump point, else it is thrown away) keeps every later entry.
@@ -77,6 +82,10 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         self._end = self._load()
         self.appends = 0  # records written and synced, for tests and metrics
+        # Entries PySyncObj deleted with no conflict and this journal kept (the
+        # defect it mends), and entries dropped for a term conflict (Raft's rule).
+        self.kept_on_resend = 0
+        self.dropped_on_conflict = 0
 
     # -- reading the file ------------------------------------------------------------
 
@@ -116,6 +125,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
             if first[1] == idx and first[2] == term:
                 # The leader resent an entry this log already holds: keep it as is.
                 self._set_aside.pop(0)
+                self.kept_on_resend += 1
                 self._entries.append(first)
                 self._offsets.append(self._offset_after_entries())
                 return
@@ -138,23 +148,24 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._offsets.clear()
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
-        self._settle()
-        self._set_aside = self._entries[entryFrom:]
+        # On disk the set-aside tail follows the entries in view: prepend.
+        self._set_aside = self._entries[entryFrom:] + self._set_aside
         del self._entries[entryFrom:]
         del self._offsets[entryFrom:]
 
     def deleteEntriesTo(self, entryTo: int) -> None:
-        """Compaction: the dump is written; keep only the entries from ``entryTo``."""
-        self._settle()
+        """Compaction: the dump is written; keep only the entries from ``entryTo``
+        (and a set-aside tail after them, still set aside)."""
         self._sync_dump()
         kept = self._entries[entryTo:]
         tmp = f"{self._path}.compact"
         offsets: list[int] = []
         with open(tmp, "wb") as f:
-            for command, index, term in kept:
+            for command, index, term in kept + self._set_aside:
                 offsets.append(f.tell())
                 record = _HEAD.pack(len(command), index, term) + command
                 f.write(record + _TAIL.pack(zlib.crc32(record)))
+            del offsets[len(kept) :]
             end = f.tell()
             f.flush()
             os.fsync(f.fileno())
@@ -165,15 +176,12 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._entries, self._offsets, self._end = kept, offsets, end
 
     def __getitem__(self, item: Any) -> Any:
-        self._settle()
         return self._entries[item]
 
     def __len__(self) -> int:
-        self._settle()
         return len(self._entries)
 
     def _destroy(self) -> None:
-        self._settle()
         self.onOneSecondTimer()
         os.close(self._fd)
 
@@ -184,6 +192,9 @@ class DurableJournal(Journal):  # type: ignore[misc]
         if self._meta.get("commit") != raftCommitIndex:
             self._meta["commit"] = raftCommitIndex
             self._meta_dirty = True
+        # The AppendEntries handler is done: what the leader did not contradict
+        # is this log's again (an election counts it, as Raft's would).
+        self._settle()
 
     def getRaftCommitIndex(self) -> int:
         return int(self._meta.get("commit", 1))
@@ -226,6 +237,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         """Put a set-aside tail back: nothing conflicted with it."""
         while self._set_aside:
             entry = self._set_aside.pop(0)
+            self.kept_on_resend += 1
             self._entries.append(entry)
             self._offsets.append(self._offset_after_entries())
 
@@ -238,6 +250,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
     def _drop_set_aside(self) -> None:
         """A conflicting entry arrived: the set-aside tail goes for good."""
         cut = self._offset_after_entries_end()
+        self.dropped_on_conflict += len(self._set_aside)
         self._set_aside.clear()
         self._truncate_file(cut)
 

@@ -9,7 +9,8 @@ The engine emits nothing (it is pure); these observe it from outside:
   band with ``key=""``, and one per fairness key for the ten most served keys
   of each band, the rest summed under ``key="other"``);
 * read from Raft at scrape time — ``kokaq_raft_{is_leader,term,commit_index,
-  applied_index,log_entries}``;
+  applied_index,log_entries}`` and the journal's
+  ``kokaq_raft_journal_{kept_on_resend,dropped_on_conflict}_total``;
 * counted as they happen on this node — ``kokaq_lease_wait_seconds`` (from the
   moment a message became ready to its first lease, by queue and band),
   gRPC and HTTP requests and their latency, open worker streams.
@@ -163,6 +164,17 @@ def _raft_metrics(status: dict[str, Any]) -> Iterator[Metric]:
     )
     for name, text, value in rows:
         yield GaugeMetricFamily(name, text, value=value)
+    yield CounterMetricFamily(
+        "kokaq_raft_journal_kept_on_resend",
+        "Log entries PySyncObj deleted without a term conflict (the leader resent "
+        "them) that the journal kept",
+        value=status.get("journal_kept_on_resend", 0),
+    )
+    yield CounterMetricFamily(
+        "kokaq_raft_journal_dropped_on_conflict",
+        "Log entries dropped because the leader's entry at their index had another term",
+        value=status.get("journal_dropped_on_conflict", 0),
+    )
 
 
 class NodeMetrics:

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from kokaq.core import InvalidArgument, KokaqError, NotLeader
+from kokaq.protocol.grpc_options import SERVER_OPTIONS
 from kokaq.server.auth import ApiKey, Authenticator
 from kokaq.server.cluster import cluster_handler, cluster_status, readiness, split_address
 from kokaq.server.committer import Committer, wall_clock_ms
@@ -130,12 +131,7 @@ class _Node:
         committer_box.append(committer)
         auth = Authenticator(options.api_keys)
 
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", 80 * 1024 * 1024),
-                ("grpc.max_send_message_length", 80 * 1024 * 1024),
-            ]
-        )
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         metrics = NodeMetrics(lambda: raft.engine, raft.lock, raft.getStatus)
         gateway = Gateway(ReplicatedExecutor(raft, committer), auth, on_leased=metrics.leased)
         server.add_generic_rpc_handlers(generic_handlers(gateway, metrics.observe_grpc))

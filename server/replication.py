@@ -18,7 +18,14 @@ PySyncObj 0.3.17's defects and where they are mended:
    pending batch at once, and the committer fails any batch whose callback is
    late (``Unavailable``: the outcome is unknown, retry with the dedup key);
 5. pickle over an open port -> a password is always set (a random one on a
-   single node) and the Raft port binds only the address given.
+   single node) and the Raft port binds only the address given;
+6. (found by kokaq's history checker) a follower applying entries nobody
+   committed: while the leader sends it a snapshot, PySyncObj takes each chunk's
+   commit index as min(the leader's, the follower's last index) and applies its
+   own log that far, though no entry of it was checked against the leader's. A
+   deposed leader applied its last uncommitted writes this way, and its clients
+   heard they were done. ``_SyncObj__onMessageReceived`` keeps the commit index
+   where it was for such messages.
 """
 
 from __future__ import annotations
@@ -304,8 +311,31 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         self._in_raft_thread.put(start)
         self._submitted += 1  # wake the tick loop
 
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        """Defect 6: an AppendEntries without ``prevLogIdx`` (a snapshot chunk)
+        proves nothing about this log, so it may not move the commit index."""
+        if (
+            isinstance(message, dict)
+            and message.get("type") == "append_entries"
+            and "prevLogIdx" not in message
+            and "commit_index" in message
+        ):
+            leader_commit = message["commit_index"]
+            message["commit_index"] = min(leader_commit, self._SyncObj__raftCommitIndex)
+            super()._SyncObj__onMessageReceived(node, message)
+            self._SyncObj__leaderCommitIndex = leader_commit  # for readiness: the true lag
+            return
+        super()._SyncObj__onMessageReceived(node, message)
+
     def is_leader(self) -> bool:
         return bool(self._isLeader())
+
+    def getStatus(self) -> dict[str, Any]:
+        """PySyncObj's status, plus what the journal did with deleted entries."""
+        status: dict[str, Any] = super().getStatus()
+        status["journal_kept_on_resend"] = self.journal.kept_on_resend
+        status["journal_dropped_on_conflict"] = self.journal.dropped_on_conflict
+        return status
 
     def term(self) -> int:
         """The current Raft term (PySyncObj 0.3.17's private field: getStatus()

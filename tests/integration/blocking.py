@@ -68,6 +68,6 @@ class Blocking:
 def _unwrap(value: Any) -> Any:
     if isinstance(value, Blocking):
         return value._target
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):  # not a NamedTuple such as MessageView
         return type(value)(_unwrap(v) for v in value)
     return value

@@ -4,14 +4,18 @@ line parsed for the addresses the node actually listens on."""
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 _READY = re.compile(r"kokaq node ready: grpc=(\S+) raft=(\S+) http=(\S+)")
@@ -87,6 +91,12 @@ class NodeProcess:
     @property
     def text(self) -> str:
         return "".join(self.output)
+
+    def children(self) -> list[int]:
+        """The processes this node forked (PySyncObj's compaction writer would be one)."""
+        assert self.process is not None
+        tasks = Path(f"/proc/{self.process.pid}/task").glob("*/children")
+        return [int(pid) for path in tasks for pid in path.read_text().split()]
 
 
 def wait_until(predicate: object, timeout: float = 10.0, step: float = 0.02) -> None:
@@ -212,3 +222,18 @@ class Producers:
         self.stopping.set()
         for t in self.threads:
             t.join(30)
+
+
+def send_pickle(raft_address: str, marker: Path) -> None:
+    """Send a Raft port what PySyncObj 0.3.17 would unpickle from anyone (its
+    message framing): a pickle that creates ``marker`` when loaded."""
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (open, (str(marker), "w"))
+
+    data = zlib.compress(pickle.dumps(Payload(), 2), 3)
+    host, port = raft_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(struct.pack("i", len(data)) + data)
+        time.sleep(1.0)

@@ -87,8 +87,10 @@ def test_message_lifecycle(client: Client) -> None:
     assert job.refresh() > 0
     job.ack()
     assert q.get(job.id).state is MessageState.SUCCEEDED
+    job.ack()  # the same lease acked again (a retry after a lost answer): still fine
     with pytest.raises(LockLost):
-        job.ack()
+        job.nack("too late")
+    assert q.stats().totals["acked"] == 1
     (second,) = q.dequeue(visibility_timeout_ms=2_000)
     result = second.nack("boom", reason=FailureReason.PROCESSING_ERROR, delay_ms=0)
     assert result.outcome is NackOutcome.REQUEUED
@@ -122,9 +124,11 @@ def test_batches_dedup_and_weighted_dequeue(client: Client) -> None:
     client.queue(namespace, "other").enqueue(b"o")
     leased = client.dequeue(namespace, {name: 3, "other": 1}, max_count=10)
     assert sorted(m.payload for m in leased) == [b"a", b"b", b"c", b"o"]
-    acked = q.ack_many([m for m in leased if m.message.queue == name])
-    assert acked == [None, None, None]
-    assert q.ack_many([leased[0]])[0] is not None  # already acked: that item fails alone
+    mine = [m for m in leased if m.message.queue == name]
+    assert q.ack_many(mine) == [None, None, None]
+    forged = mine[1].message._replace(lock_id="not-the-lock")
+    again, wrong = q.ack_many([mine[0], forged])  # each item succeeds or fails alone
+    assert again is None and isinstance(wrong, LockLost)  # the same lease again: fine
 
 
 def test_bad_input_is_named_and_changes_nothing(client: Client) -> None:

@@ -28,6 +28,7 @@ class ModelMessage:
     state: MessageState = READY
     deliveries: int = 0
     lock_id: str | None = None
+    acked_lock: str | None = None  # the lease an ack settled
     lock_deadline: int | None = None
     lease_ms: int = 0
     updated_at: int = 0
@@ -177,8 +178,11 @@ class Model:
     def ack(self, message_id: str, lock_id: str, now: int) -> str | None:
         m = self.locked(message_id, lock_id, now)
         if isinstance(m, str):
+            acked = self.messages.get(message_id)
+            if acked is not None and acked.state is SUCCEEDED and acked.acked_lock == lock_id:
+                return None  # the same lease acked again: nothing changes
             return m
-        m.state, m.updated_at = SUCCEEDED, now
+        m.state, m.updated_at, m.acked_lock = SUCCEEDED, now, lock_id
         m.lock_id = m.lock_deadline = None
         self.succeeded.append(m.id)
         self.totals["acked"] += 1

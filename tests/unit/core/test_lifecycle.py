@@ -6,6 +6,7 @@ import pytest
 
 from kokaq.core import (
     BackoffPolicy,
+    Engine,
     FailureReason,
     InvalidArgument,
     LockLost,
@@ -67,16 +68,41 @@ def test_dequeue_bad_input(h: Harness, fields: dict[str, Any], field: str) -> No
     assert h.engine.snapshot() == before
 
 
-def test_ack_succeeds_once(h: Harness) -> None:
+def test_ack_settles_once_and_a_repeated_ack_of_the_same_lease_changes_nothing(
+    h: Harness,
+) -> None:
     h.put()
     message = h.take_one()
     h.engine.ack("ns", "q", message.id, "L1", now=h.now)
     view = h.get(message.id)
     assert (view.state, view.lock_id, view.updated_at) == (MessageState.SUCCEEDED, None, h.now)
+    after_first = h.engine.snapshot()
+    # The client lost the answer (a failover) and retries: the same lease, again.
+    h.now += 1_000
+    h.engine.ack("ns", "q", message.id, "L1", now=h.now)
+    assert h.engine.ack_batch("ns", "q", [(message.id, "L1")], now=h.now) == [None]
+    restored = Engine.restore(after_first)
+    restored.ack("ns", "q", message.id, "L1", now=h.now)  # the lock survives a snapshot
+    assert restored.stats("ns", "q", now=h.now).totals["acked"] == 1
+    # Another lock id is still refused.
     with pytest.raises(LockLost):
-        h.engine.ack("ns", "q", message.id, "L1", now=h.now)
+        h.engine.ack("ns", "q", message.id, "L2", now=h.now)
+    (other,) = h.engine.ack_batch("ns", "q", [(message.id, "L2")], now=h.now)
+    assert isinstance(other, LockLost)
     stats = h.stats()
     assert (stats.succeeded, stats.leased, stats.totals["acked"]) == (1, 0, 1)
+    assert h.get(message.id).updated_at == view.updated_at
+
+
+def test_a_lease_that_ended_without_an_ack_cannot_be_acked_later(h: Harness) -> None:
+    h.put()
+    first = h.take_one()
+    h.now = (first.lock_deadline or 0) + 1
+    second = h.take_one()
+    assert (second.id, second.lock_id) == (first.id, "L2")
+    h.engine.ack("ns", "q", second.id, "L2", now=h.now)
+    with pytest.raises(LockLost):  # L1 ended before; only L2 was acked
+        h.engine.ack("ns", "q", first.id, "L1", now=h.now)
 
 
 def test_wrong_or_expired_lock_is_lock_lost_and_changes_nothing(h: Harness) -> None:

@@ -49,9 +49,57 @@ def test_resent_entries_do_not_truncate_acknowledged_ones(tmp_path: Path) -> Non
     journal.deleteEntriesFrom(3)
     for entry in entries(2, start=4):
         journal.add(*entry)
+    assert list(DurableJournal(path)[:]) == entries(10)  # on disk all along
+    # Until the handler ends, the log in view ends at the last entry sent.
+    assert list(journal[:]) == entries(5)
+    journal.setRaftCommitIndex(5)
     assert len(journal) == 10
     assert list(journal[:]) == entries(10)
-    assert list(DurableJournal(path)[:]) == entries(10)
+    assert journal.kept_on_resend == 7 and journal.dropped_on_conflict == 0
+
+
+def test_a_heartbeat_does_not_bring_an_unverified_tail_into_its_commit_index(
+    tmp_path: Path,
+) -> None:
+    """A leader deposed while paused holds entries of its old term that nobody
+    else has. The new leader's heartbeat (prevLogIdx where the logs agree, no
+    entries) makes PySyncObj delete that tail, then take the commit index as
+    min(the leader's, the last index in the log): the tail must be out of view
+    by then, or the node applies writes that were never committed."""
+    path = str(tmp_path / "j")
+    journal = DurableJournal(path)
+    for entry in entries(6):
+        journal.add(*entry)
+    journal.deleteEntriesFrom(3)  # the heartbeat: prevLogIdx 3, nothing new
+    assert len(journal) == 3 and journal[-1][1] == 3  # what the commit index sees
+    journal.setRaftCommitIndex(3)
+    assert len(journal) == 6  # the tail is the log's again: only a conflict drops it
+    journal.deleteEntriesFrom(3)  # the next heartbeat
+    journal.deleteEntriesFrom(2)  # and one from further back: both tails aside, in order
+    assert list(journal[:]) == entries(2)
+    journal.add(b"cmd3", 3, 1)
+    journal.add(b"new", 4, 2)  # the new leader's entry: 4, 5 and 6 go for good
+    journal.setRaftCommitIndex(4)
+    expected = [*entries(3), (b"new", 4, 2)]
+    assert list(journal[:]) == expected
+    assert list(DurableJournal(path)[:]) == expected
+    assert journal.dropped_on_conflict == 3
+
+
+def test_compaction_keeps_a_set_aside_tail_on_disk_and_aside(tmp_path: Path) -> None:
+    path = str(tmp_path / "j")
+    journal = DurableJournal(path)
+    for entry in entries(8):
+        journal.add(*entry)
+    journal.deleteEntriesFrom(6)
+    journal.deleteEntriesTo(2)
+    assert list(journal[:]) == entries(4, start=3)
+    assert list(DurableJournal(path)[:]) == entries(6, start=3)
+    journal.add(b"cmd7", 7, 1)
+    journal.setRaftCommitIndex(7)
+    assert list(journal[:]) == entries(6, start=3)
+    journal.add(b"cmd9", 9, 1)
+    assert list(DurableJournal(path)[:]) == entries(7, start=3)
 
 
 def test_a_conflicting_term_truncates_for_good(tmp_path: Path) -> None:
