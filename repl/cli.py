@@ -213,6 +213,7 @@ def raft_settings(election_timeout: tuple[int, int], heartbeat: int, compaction:
         append_entries_period=heartbeat / 1000,
         election_timeout_min=low / 1000,
         election_timeout_max=high / 1000,
+        leader_fallback=max(2.0, high / 1000),  # never before followers would elect
         compaction_entries=compaction,
     )
 

@@ -25,7 +25,11 @@ PySyncObj 0.3.17's defects and where they are mended:
    own log that far, though no entry of it was checked against the leader's. A
    deposed leader applied its last uncommitted writes this way, and its clients
    heard they were done. ``_SyncObj__onMessageReceived`` keeps the commit index
-   where it was for such messages.
+   where it was for such messages;
+7. (found by the network-partition test) a follower with a divergent tail of
+   two entries or more never catching up: the leader let a stale refusal raise
+   the follower's next index again. ``_SyncObj__onMessageReceived`` lets a
+   refusal only lower it.
 """
 
 from __future__ import annotations
@@ -67,6 +71,10 @@ class RaftSettings:
     tick_period: float = 0.005
     election_timeout_min: float = 0.4
     election_timeout_max: float = 1.2
+    # A leader that hears from no majority this long steps down (PySyncObj's
+    # default, 30 s, left a cut-off leader serving stale reads that long while
+    # the majority's new leader took writes).
+    leader_fallback: float = 2.0
     compaction_entries: int = 20_000
     compaction_seconds: float = 300.0
 
@@ -165,6 +173,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
             autoTickPeriod=settings.tick_period,
             raftMinTimeout=settings.election_timeout_min,
             raftMaxTimeout=settings.election_timeout_max,
+            leaderFallbackTimeout=settings.leader_fallback,
             connectionTimeout=max(3.5, settings.election_timeout_max),
             logCompactionMinEntries=settings.compaction_entries,
             logCompactionMinTime=settings.compaction_seconds,
@@ -312,19 +321,26 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         self._submitted += 1  # wake the tick loop
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
-        """Defect 6: an AppendEntries without ``prevLogIdx`` (a snapshot chunk)
-        proves nothing about this log, so it may not move the commit index."""
-        if (
-            isinstance(message, dict)
-            and message.get("type") == "append_entries"
-            and "prevLogIdx" not in message
-            and "commit_index" in message
-        ):
+        """Defects 6 and 7, mended on the way into PySyncObj's handler."""
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "append_entries" and "prevLogIdx" not in message and "commit_index" in message:
+            # 6: a snapshot chunk proves nothing about this log: it may not move
+            # the commit index.
             leader_commit = message["commit_index"]
             message["commit_index"] = min(leader_commit, self._SyncObj__raftCommitIndex)
             super()._SyncObj__onMessageReceived(node, message)
             self._SyncObj__leaderCommitIndex = leader_commit  # for readiness: the true lag
             return
+        if kind == "next_node_idx" and message.get("reset") and not message.get("success"):
+            # 7: a refusal may only move a follower's next index back. The leader
+            # pipelines several AppendEntries a tick; the answer to the first
+            # found a conflict at p, the answers to the rest ("no entry there")
+            # name the follower's last index + 1, beyond p, and PySyncObj took
+            # them: it walked back and forth forever over a follower's divergent
+            # tail of two entries or more, which never caught up.
+            current = self._SyncObj__raftNextIndex.get(node)
+            if current is not None and message.get("next_node_idx", 0) > current:
+                message["reset"] = False
         super()._SyncObj__onMessageReceived(node, message)
 
     def is_leader(self) -> bool:

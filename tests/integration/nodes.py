@@ -32,10 +32,14 @@ class NodeProcess:
         *args: str,
         env: dict[str, str] | None = None,
         raft_listen: str = "127.0.0.1:0",
+        prefix: Sequence[str] = (),
     ) -> None:
+        """``prefix`` runs the node through a command (``ip netns exec NS``); it
+        then listens on the host of ``raft_listen``."""
         self.data_dir = data_dir
         self.args = args
         self.raft_listen = raft_listen
+        self.prefix = list(prefix)
         self.env = env
         self.output: list[str] = []
         self.process: subprocess.Popen[str] | None = None
@@ -44,11 +48,12 @@ class NodeProcess:
         self.http = ""  # host:port of the REST API, metrics and dashboard
 
     def start(self, timeout: float = 20.0) -> NodeProcess:
+        host = self.raft_listen.rsplit(":", 1)[0]
         command = [
-            sys.executable, "-m", "kokaq.server",
+            *self.prefix, sys.executable, "-m", "kokaq.server",
             "--data-dir", self.data_dir,
-            "--grpc-listen", "127.0.0.1:0",
-            "--http-listen", "127.0.0.1:0",
+            "--grpc-listen", f"{host}:0",
+            "--http-listen", f"{host}:0",
             "--raft-listen", self.raft_listen,
             *self.args,
         ]  # fmt: skip
@@ -126,10 +131,18 @@ def free_ports(count: int) -> list[int]:
 
 
 def start_cluster(
-    base_dir: str, size: int = 3, secret: str = "cluster-secret-1", args: Sequence[str] = ()
+    base_dir: str,
+    size: int = 3,
+    secret: str = "cluster-secret-1",
+    args: Sequence[str] = (),
+    hosts: Sequence[str] = (),
+    prefixes: Sequence[Sequence[str]] = (),
 ) -> list[NodeProcess]:
-    """``size`` members on 127.0.0.1, started together (none is ready alone)."""
-    raft = [f"127.0.0.1:{port}" for port in free_ports(size)]
+    """``size`` members started together (none is ready alone), on 127.0.0.1
+    unless ``hosts`` names one per member (run through ``prefixes``)."""
+    hosts = hosts or ["127.0.0.1"] * size
+    prefixes = prefixes or [()] * size
+    raft = [f"{host}:{port}" for host, port in zip(hosts, free_ports(size), strict=True)]
     nodes = [
         NodeProcess(
             os.path.join(base_dir, f"node{i}"),
@@ -139,6 +152,7 @@ def start_cluster(
             secret,
             *args,
             raft_listen=raft[i],
+            prefix=prefixes[i],
         )
         for i in range(size)
     ]
