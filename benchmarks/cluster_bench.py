@@ -8,7 +8,9 @@ Measures in one run:
 (b) failover: SIGKILL the leader, and time until a write succeeds on the new
     leader (the client retrying over the survivors); the killed member is then
     restarted and the next trial waits for three healthy members. Median of
-    ``--trials``.
+    ``--trials``;
+(c) paused-leader failover: SIGSTOP the leader under a client that talks to
+    it, and time until its write succeeds on another member (then SIGCONT).
 
 The three replicas share this machine's cores with the clients, so the cluster
 figures are the pessimistic case. The last line printed is one JSON object.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import tempfile
 import time
@@ -39,6 +42,27 @@ def failover_seconds(nodes: list[NodeProcess]) -> float:
         q.enqueue(b"after")  # retried until a new leader takes it
         took = time.monotonic() - killed
     old.start()
+    leader_of(nodes)
+    return took
+
+
+def paused_failover_seconds(nodes: list[NodeProcess]) -> float:
+    """SIGSTOP the leader (it stays connected but silent: a partition as a
+    client sees it) with the client talking to it; time until a write succeeds
+    elsewhere. Keepalive pings are what notice the silence."""
+    old = leader_of(nodes)
+    assert old.process is not None
+    addresses = [old.grpc, *(n.grpc for n in nodes if n is not old)]  # start on the leader
+    with Client(addresses, retry=RetryPolicy(timeout=60, first_delay=0.01, max_delay=0.05)) as c:
+        q = c.queue("bench", "failover")
+        q.enqueue(b"warm")
+        old.process.send_signal(signal.SIGSTOP)
+        paused = time.monotonic()
+        try:
+            q.enqueue(b"after")
+            took = time.monotonic() - paused
+        finally:
+            old.process.send_signal(signal.SIGCONT)
     leader_of(nodes)
     return took
 
@@ -65,10 +89,13 @@ def main() -> None:
             addresses = ",".join(n.grpc for n in nodes)
             setup_queues(addresses, queues)
             cluster = throughputs(addresses, args.messages, args.batch, "3-node cluster")
-            failovers = []
+            failovers, paused = [], []
             for trial in range(args.trials):
                 failovers.append(failover_seconds(nodes))
                 print(f"failover {trial + 1}: {failovers[-1]:.2f} s", flush=True)
+            for trial in range(args.trials):
+                paused.append(paused_failover_seconds(nodes))
+                print(f"paused-leader failover {trial + 1}: {paused[-1]:.2f} s", flush=True)
         finally:
             for n in nodes:
                 n.kill()
@@ -83,6 +110,8 @@ def main() -> None:
                 "cluster_to_single_ratio": round(cluster["consume"] / single["consume"], 3),
                 "failover_s_median": round(statistics.median(failovers), 2),
                 "failover_s": [round(f, 2) for f in failovers],
+                "paused_failover_s_median": round(statistics.median(paused), 2),
+                "paused_failover_s": [round(f, 2) for f in paused],
             }
         )
     )

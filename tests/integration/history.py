@@ -90,6 +90,10 @@ class History:
     def of(self, kind: str, outcome: Outcome | None = None) -> list[Op]:
         return [o for o in self.ops if o.kind == kind and outcome in (None, o.outcome)]
 
+    def acks_since(self, moment: float = 0.0) -> int:
+        """How many acks sent after ``moment`` (time.time()) succeeded."""
+        return sum(o.invoked > moment for o in self.of("ack", "ok"))
+
     def enqueued(self) -> set[str]:
         """The ids of every acknowledged enqueue."""
         return {i for o in self.of("enqueue", "ok") for i in o.message_ids}
