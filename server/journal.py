@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from threading import Lock
@@ -76,7 +77,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._meta_path = f"{path}.meta"
         self._entries: list[Entry] = []
         self._offsets: list[int] = []  # where each entry's record starts
-        self._set_aside: list[Entry] = []  # a tail deleted without a conflict (yet)
+        self._set_aside: deque[Entry] = deque()  # a tail deleted without a conflict (yet)
         self._meta: dict[str, Any] = self._read_meta()
         self._meta_dirty = False
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -124,7 +125,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
             first = self._set_aside[0]
             if first[1] == idx and first[2] == term:
                 # The leader resent an entry this log already holds: keep it as is.
-                self._set_aside.pop(0)
+                self._set_aside.popleft()
                 self.kept_on_resend += 1
                 self._entries.append(first)
                 self._offsets.append(self._offset_after_entries())
@@ -149,7 +150,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
         # On disk the set-aside tail follows the entries in view: prepend.
-        self._set_aside = self._entries[entryFrom:] + self._set_aside
+        self._set_aside.extendleft(reversed(self._entries[entryFrom:]))
         del self._entries[entryFrom:]
         del self._offsets[entryFrom:]
 
@@ -161,7 +162,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         tmp = f"{self._path}.compact"
         offsets: list[int] = []
         with open(tmp, "wb") as f:
-            for command, index, term in kept + self._set_aside:
+            for command, index, term in [*kept, *self._set_aside]:
                 offsets.append(f.tell())
                 record = _HEAD.pack(len(command), index, term) + command
                 f.write(record + _TAIL.pack(zlib.crc32(record)))
@@ -235,11 +236,15 @@ class DurableJournal(Journal):  # type: ignore[misc]
 
     def _settle(self) -> None:
         """Put a set-aside tail back: nothing conflicted with it."""
-        while self._set_aside:
-            entry = self._set_aside.pop(0)
-            self.kept_on_resend += 1
+        if not self._set_aside:
+            return
+        offset = self._offset_after_entries_end()
+        for entry in self._set_aside:
             self._entries.append(entry)
-            self._offsets.append(self._offset_after_entries())
+            self._offsets.append(offset)
+            offset += _HEAD.size + len(entry[0]) + _TAIL.size
+        self.kept_on_resend += len(self._set_aside)
+        self._set_aside.clear()
 
     def _offset_after_entries(self) -> int:
         if len(self._entries) == 1:
