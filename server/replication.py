@@ -75,6 +75,11 @@ class RaftSettings:
     # default, 30 s, left a cut-off leader serving stale reads that long while
     # the majority's new leader took writes).
     leader_fallback: float = 2.0
+    # How often a member retries its connection to a peer it lost. PySyncObj's
+    # 5 s default left two members that had lost each other (one restarted)
+    # unable to elect for up to 5 s if the leader died meanwhile: a member
+    # connected to nobody calls no election.
+    reconnect_interval: float = 0.25
     compaction_entries: int = 20_000
     compaction_seconds: float = 300.0
 
@@ -174,6 +179,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
             raftMinTimeout=settings.election_timeout_min,
             raftMaxTimeout=settings.election_timeout_max,
             leaderFallbackTimeout=settings.leader_fallback,
+            connectionRetryTime=settings.reconnect_interval,
             connectionTimeout=max(3.5, settings.election_timeout_max),
             logCompactionMinEntries=settings.compaction_entries,
             logCompactionMinTime=settings.compaction_seconds,
