@@ -94,6 +94,10 @@ class History:
         """How many acks sent after ``moment`` (time.time()) succeeded."""
         return sum(o.invoked > moment for o in self.of("ack", "ok"))
 
+    def delivered(self) -> set[str]:
+        """The ids of every message a dequeue handed out."""
+        return {lease.message_id for o in self.of("dequeue", "ok") for lease in o.leases}
+
     def enqueued(self) -> set[str]:
         """The ids of every acknowledged enqueue."""
         return {i for o in self.of("enqueue", "ok") for i in o.message_ids}
@@ -261,8 +265,7 @@ def check_cluster(history: History, client: Client) -> list[str]:
 
 def known_ids(history: History) -> set[str]:
     """Every message id the clients saw: enqueued or delivered."""
-    delivered = {lease.message_id for o in history.of("dequeue", "ok") for lease in o.leases}
-    return history.enqueued() | delivered
+    return history.enqueued() | history.delivered()
 
 
 def check(history: History, final: dict[str, MessageView | None], total: int) -> list[str]:
@@ -291,8 +294,7 @@ def _check_enqueues(
             f"the queue holds {total} messages: {len(answered)} were acknowledged and "
             f"at most {unknown} more may have applied"
         )
-    delivered = {lease.message_id for o in history.of("dequeue", "ok") for lease in o.leases}
-    strangers = delivered - set(answered)
+    strangers = history.delivered() - set(answered)
     if len(strangers) > unknown:
         problems.append(
             f"{len(strangers)} delivered messages were never enqueued: {sorted(strangers)[:5]}"
