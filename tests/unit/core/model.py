@@ -180,7 +180,10 @@ class Model:
         if isinstance(m, str):
             acked = self.messages.get(message_id)
             if acked is not None and acked.state is SUCCEEDED and acked.acked_lock == lock_id:
-                return None  # the same lease acked again: nothing changes
+                # The same lease acked again changes nothing, but like every
+                # ack it purges the succeeded messages past their retention.
+                self.purge_succeeded(now)
+                return None
             return m
         m.state, m.updated_at, m.acked_lock = SUCCEEDED, now, lock_id
         m.lock_id = m.lock_deadline = None
