@@ -211,7 +211,8 @@ def latencies(address: str, load_rate: float, probes: int) -> dict[str, float]:
     """Single enqueue and single dequeue+ack, under half the best produce rate."""
     with Client(address) as client:
         probe = client.queue(NS, "probe")
-        probe.enqueue_many([PAYLOAD] * probes)
+        for first in range(0, probes, 1000):  # a batch holds at most 1,000
+            probe.enqueue_many([PAYLOAD] * min(1000, probes - first))
         context = multiprocessing.get_context("spawn")
         with context.Pool(1) as pool:
             seconds = 2.0 + probes * 0.02  # outlasts the probes

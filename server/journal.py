@@ -4,10 +4,14 @@ PySyncObj 0.3.17's ``FileJournal`` writes through an mmap it never flushes and
 lets a follower drop entries it already acknowledged. This journal mends both
 behind the same interface (``pysyncobj.journal.Journal``):
 
-* **Durable appends.** Every ``add`` is written and ``fdatasync``-ed before it
-  returns. A follower acknowledges an entry, and a leader counts its own vote,
-  only after ``add`` returns, so an acknowledged entry is on disk on a majority
-  (on a single node: on that node). Group commit keeps entries few and large.
+* **Durable before anyone relies on it.** ``add`` writes its record; one
+  ``fdatasync`` (``sync``) then covers every record written since the last. The
+  journal syncs before the commit index moves (``setRaftCommitIndex``: nothing
+  is applied, so no client hears "done", before it is on disk here), and the
+  Raft transport syncs before a follower tells the leader it holds entries
+  (``replication.DurableTransport``), so an acknowledged entry is on disk on a
+  majority (on a single node: on that node). The entries proposed together in
+  one tick share one sync: group commit on disk as in the log.
 * **No truncation without a conflict.** PySyncObj deletes a follower's tail
   whenever the leader resends older entries, even if they match. Here
   ``deleteEntriesFrom`` only sets the tail aside (it stays on disk); ``add``
@@ -82,7 +86,9 @@ class DurableJournal(Journal):  # type: ignore[misc]
         self._meta_dirty = False
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         self._end = self._load()
-        self.appends = 0  # records written and synced, for tests and metrics
+        self._unsynced = False  # records written since the last fdatasync
+        self.appends = 0  # records written, for tests and metrics
+        self.syncs = 0  # fdatasyncs that covered them
         # Entries PySyncObj deleted with no conflict and this journal kept (the
         # defect it mends), and entries dropped for a term conflict (Raft's rule).
         self.kept_on_resend = 0
@@ -135,7 +141,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
         record = head + command
         record += _TAIL.pack(zlib.crc32(record))
         os.pwrite(self._fd, record, self._end)
-        os.fdatasync(self._fd)
+        self._unsynced = True
         self.appends += 1
         self._entries.append((bytes(command), idx, term))
         self._offsets.append(self._end)
@@ -170,6 +176,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
             end = f.tell()
             f.flush()
             os.fsync(f.fileno())
+        self._unsynced = False  # the new file holds every entry, synced
         os.replace(tmp, self._path)
         fsync_directory(os.path.dirname(os.path.abspath(self._path)))
         os.close(self._fd)
@@ -183,13 +190,28 @@ class DurableJournal(Journal):  # type: ignore[misc]
         return len(self._entries)
 
     def _destroy(self) -> None:
+        self.sync()
         self.onOneSecondTimer()
         os.close(self._fd)
 
     def flush(self) -> None:
-        os.fdatasync(self._fd)
+        self.sync()
+
+    def sync(self) -> None:
+        """Make every record written so far durable (one fdatasync, if any is new)."""
+        if self._unsynced:
+            os.fdatasync(self._fd)
+            self._unsynced = False
+            self.syncs += 1
+
+    @property
+    def unsynced(self) -> bool:
+        return self._unsynced
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
+        # A commit index covers only entries on disk: what it covers is applied
+        # and answered, and the stored index must never outrun the journal.
+        self.sync()
         if self._meta.get("commit") != raftCommitIndex:
             self._meta["commit"] = raftCommitIndex
             self._meta_dirty = True
@@ -268,6 +290,7 @@ class DurableJournal(Journal):  # type: ignore[misc]
     def _truncate_file(self, size: int) -> None:
         os.ftruncate(self._fd, size)
         os.fsync(self._fd)
+        self._unsynced = False
         self._end = size
 
     def _sync_dump(self) -> None:

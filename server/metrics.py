@@ -10,7 +10,7 @@ The engine emits nothing (it is pure); these observe it from outside:
   of each band, the rest summed under ``key="other"``);
 * read from Raft at scrape time — ``kokaq_raft_{is_leader,term,commit_index,
   applied_index,log_entries}`` and the journal's
-  ``kokaq_raft_journal_{kept_on_resend,dropped_on_conflict}_total``;
+  ``kokaq_raft_journal_{appends,syncs,kept_on_resend,dropped_on_conflict}_total``;
 * counted as they happen on this node — ``kokaq_lease_wait_seconds`` (from the
   moment a message became ready to its first lease, by queue and band),
   gRPC and HTTP requests and their latency, open worker streams.
@@ -164,6 +164,16 @@ def _raft_metrics(status: dict[str, Any]) -> Iterator[Metric]:
     )
     for name, text, value in rows:
         yield GaugeMetricFamily(name, text, value=value)
+    yield CounterMetricFamily(
+        "kokaq_raft_journal_appends",
+        "Log entries written to this node's journal",
+        value=status.get("journal_appends", 0),
+    )
+    yield CounterMetricFamily(
+        "kokaq_raft_journal_syncs",
+        "fdatasync calls that made them durable (entries written together share one)",
+        value=status.get("journal_syncs", 0),
+    )
     yield CounterMetricFamily(
         "kokaq_raft_journal_kept_on_resend",
         "Log entries PySyncObj deleted without a term conflict (the leader resent "

@@ -1,27 +1,90 @@
-"""kokaq's Raft journal: durable appends, no truncation without a conflict,
-alignment to a dump, torn tails cut off."""
+"""kokaq's Raft journal: durable before relied on, no truncation without a
+conflict, alignment to a dump, torn tails cut off."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pysyncobj.transport import TCPTransport
 
 from kokaq.server.journal import DurableJournal
+from kokaq.server.replication import DurableTransport
 
 
 def entries(n: int, term: int = 1, start: int = 1) -> list[tuple[bytes, int, int]]:
     return [(f"cmd{i}".encode(), i, term) for i in range(start, start + n)]
 
 
-def test_entries_survive_a_reopen_and_each_add_is_synced(tmp_path: Path) -> None:
+def test_entries_survive_a_reopen(tmp_path: Path) -> None:
     path = str(tmp_path / "j")
     journal = DurableJournal(path)
     for entry in entries(5):
         journal.add(*entry)
-    assert journal.appends == 5  # one fdatasync-ed write per entry
+    journal.sync()
     # No close: a SIGKILLed process never gets to flush anything.
     reopened = DurableJournal(path)
     assert list(reopened[:]) == entries(5)
+
+
+def test_entries_written_together_share_one_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def counted(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counted)
+    journal = DurableJournal(str(tmp_path / "j"))
+    for entry in entries(5):
+        journal.add(*entry)
+    assert journal.appends == 5 and journal.unsynced and synced == []
+    journal.sync()
+    journal.sync()  # nothing new: no second fdatasync
+    assert len(synced) == 1 and journal.syncs == 1 and not journal.unsynced
+
+
+def test_the_commit_index_never_covers_an_entry_not_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PySyncObj applies (and kokaq answers) up to the commit index it stores
+    here: the entries must be on disk by then."""
+    journal = DurableJournal(str(tmp_path / "j"))
+    for entry in entries(3):
+        journal.add(*entry)
+    seen: list[bool] = []
+    monkeypatch.setattr(journal, "_store_meta", lambda: seen.append(journal.unsynced))
+    journal.setRaftCommitIndex(3)
+    journal.onOneSecondTimer()  # stores the commit index
+    assert not journal.unsynced and seen == [False]
+
+
+def test_a_follower_says_it_holds_entries_only_once_they_are_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader counts a successful next_node_idx towards a majority."""
+    journal = DurableJournal(str(tmp_path / "j"))
+    sent: list[tuple[str, bool]] = []
+
+    def record(self: Any, node: Any, message: dict[str, Any]) -> bool:
+        sent.append((message["type"], journal.unsynced))
+        return True
+
+    monkeypatch.setattr(TCPTransport, "send", record)
+    transport = DurableTransport.__new__(DurableTransport)  # no sockets needed
+    transport._syncObj = SimpleNamespace(journal=journal)
+    journal.add(*entries(1)[0])
+    transport.send("leader", {"type": "next_node_idx", "success": False, "reset": True})
+    assert sent == [("next_node_idx", True)]  # a refusal claims nothing: no sync
+    transport.send("leader", {"type": "append_entries"})  # a leader may send first
+    transport.send("leader", {"type": "next_node_idx", "success": True, "reset": False})
+    assert sent[1:] == [("append_entries", True), ("next_node_idx", False)]
 
 
 def test_a_torn_last_record_is_cut_off(tmp_path: Path) -> None:
