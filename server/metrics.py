@@ -164,27 +164,23 @@ def _raft_metrics(status: dict[str, Any]) -> Iterator[Metric]:
     )
     for name, text, value in rows:
         yield GaugeMetricFamily(name, text, value=value)
-    yield CounterMetricFamily(
-        "kokaq_raft_journal_appends",
-        "Log entries written to this node's journal",
-        value=status.get("journal_appends", 0),
+    counters = (
+        ("appends", "Log entries written to this node's journal"),
+        ("syncs", "fdatasync calls that made them durable (entries written together share one)"),
+        (
+            "kept_on_resend",
+            "Log entries PySyncObj deleted without a term conflict (the leader resent "
+            "them) that the journal kept",
+        ),
+        (
+            "dropped_on_conflict",
+            "Log entries dropped because the leader's entry at their index had another term",
+        ),
     )
-    yield CounterMetricFamily(
-        "kokaq_raft_journal_syncs",
-        "fdatasync calls that made them durable (entries written together share one)",
-        value=status.get("journal_syncs", 0),
-    )
-    yield CounterMetricFamily(
-        "kokaq_raft_journal_kept_on_resend",
-        "Log entries PySyncObj deleted without a term conflict (the leader resent "
-        "them) that the journal kept",
-        value=status.get("journal_kept_on_resend", 0),
-    )
-    yield CounterMetricFamily(
-        "kokaq_raft_journal_dropped_on_conflict",
-        "Log entries dropped because the leader's entry at their index had another term",
-        value=status.get("journal_dropped_on_conflict", 0),
-    )
+    for name, text in counters:
+        yield CounterMetricFamily(
+            f"kokaq_raft_journal_{name}", text, value=status.get(f"journal_{name}", 0)
+        )
 
 
 class NodeMetrics:

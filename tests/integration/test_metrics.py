@@ -64,6 +64,9 @@ def test_metrics_after_a_known_workload(fresh_node: NodeProcess) -> None:
     assert value(samples, "kokaq_raft_is_leader") == 1
     assert value(samples, "kokaq_raft_applied_index") == value(samples, "kokaq_raft_commit_index")
     assert value(samples, "kokaq_raft_term") >= 1
+    # Every write went through the journal, and no entry was synced twice.
+    appends = value(samples, "kokaq_raft_journal_appends_total")
+    assert appends >= 1 and 1 <= value(samples, "kokaq_raft_journal_syncs_total") <= appends
     assert value(samples, "kokaq_grpc_requests_total", method="Enqueue", code="OK") == 10
     assert value(samples, "kokaq_grpc_requests_total", method="GetQueue", code="NOT_FOUND") == 1
     assert value(samples, "kokaq_grpc_request_duration_seconds_count", method="Dequeue") == 1
