@@ -11,9 +11,10 @@ PySyncObj 0.3.17's defects and where they are mended:
    the commit index covers them, and ``DurableTransport`` before a follower
    tells the leader it holds them (entries written together share one sync);
 2. forked compaction children and a journal thrown away on restart -> the
-   dump is written by ``_write_dump`` in the Raft thread (a custom serializer
-   turns the fork off), fsynced before the journal is cut, and on start the
-   journal is aligned to the dump point (``DurableJournal.align_to``);
+   dump is written by a child of kokaq's own (``dumps.BackgroundDumps``) that
+   never installs it: the node moves it into place once the child succeeded,
+   synced, before the journal is cut; and on start the journal is aligned to
+   the dump point (``DurableJournal.align_to``);
 3. a follower truncating acknowledged entries -> ``DurableJournal`` only
    drops entries on a term conflict;
 4. callbacks lost when a snapshot is installed -> ``on_snapshot`` fails every
@@ -50,7 +51,8 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.transport import TCPTransport
 
 from kokaq.core import Engine, KokaqError
-from kokaq.server.journal import DurableJournal, Entry, installed, write_durably
+from kokaq.server.dumps import BackgroundDumps
+from kokaq.server.journal import DurableJournal, Entry, installed
 from kokaq.server.operations import OPERATIONS
 
 __all__ = [
@@ -188,13 +190,15 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         journal_path = os.path.join(data_dir, "raft.journal")
         dump_path = os.path.join(data_dir, "raft.dump")
         self.journal = DurableJournal(journal_path, dump_path)
+        self._dumps = BackgroundDumps(dump_path, self._dump_bytes)
         point = read_dump_point(dump_path)
         if point is not None:
             self.journal.align_to(*point)
         conf = SyncObjConf(
             journalFile=journal_path,
             fullDumpFile=dump_path,
-            serializer=self._write_dump,
+            serializer=self._dumps.start,
+            serializeChecker=self._dumps.status,
             deserializer=self._read_dump,
             # Without a password PySyncObj unpickles whatever reaches its port.
             password=password or secrets.token_urlsafe(32),
@@ -267,26 +271,26 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         """Stop the tick loop, then close the transport and the journal."""
         self._stopping.set()
         self._ticker.join()
+        self._dumps.stop()
         self.destroy()
 
     # -- snapshots (log compaction) ------------------------------------------------------
 
-    def _write_dump(self, path: str, point: tuple[Any, Any, Any]) -> None:
+    def _dump_bytes(self, point: tuple[Any, Any, Any]) -> bytes:
+        """The dump at ``point``. It runs in the forked writer, whose engine is
+        the image of the Raft thread's between two applies: no lock (another
+        thread may have held it at the fork, and would hold it forever here)."""
         last, prev, cluster = point
-        with self.lock:
-            state = self.engine.snapshot()
-            grpc_addresses = dict(self.grpc_addresses)
-            http_addresses = dict(self.http_addresses)
         dump = {
-            "grpc_addresses": grpc_addresses,
-            "http_addresses": http_addresses,
+            "grpc_addresses": dict(self.grpc_addresses),
+            "http_addresses": dict(self.http_addresses),
             "format": _DUMP_FORMAT,
-            "engine": state,
+            "engine": self.engine.snapshot(),
             "last": list(last),
             "prev": list(prev),
             "cluster": sorted(str(node.id) for node in cluster),
         }
-        write_durably(path, msgpack.packb(dump))
+        return bytes(msgpack.packb(dump))
 
     def _read_dump(self, path: str) -> tuple[Entry, Entry, list[str]]:
         with open(path, "rb") as f:

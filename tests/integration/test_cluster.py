@@ -194,9 +194,9 @@ def test_whole_cluster_crash_loop_keeps_every_promise_and_replicas_converge(
         for round_ in range(rounds):
             workload = Workload(addresses, history, retry_timeout=1.0, seed=10 * round_)
             time.sleep(rng.uniform(1.0, 2.0))
-            # PySyncObj defect 2, re-checked: no compaction writer was forked that
-            # could outlive the kill and put a newer dump under a journal.
-            assert [n.children() for n in nodes] == [[], [], []]
+            # With compaction every 40 entries, kills often land while a member's
+            # dump writer (a forked child) is at work; it outlives the kill, and
+            # must change nothing (test_node's orphan test freezes one to be sure).
             for node in nodes:
                 node.kill()
             workload.stop()

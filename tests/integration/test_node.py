@@ -3,8 +3,10 @@ defects shown absent."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -78,23 +80,67 @@ def test_sigterm_exits_zero_and_restart_keeps_everything(tmp_path: Path) -> None
         node.kill()
 
 
-def test_no_forked_compaction_child_and_the_raft_port_refuses_pickles(tmp_path: Path) -> None:
-    """PySyncObj defects 2 (a forked dump writer outliving the node) and 5
-    (pickles from anyone who reaches the Raft port)."""
-    node = NodeProcess(str(tmp_path / "d"), "--compaction-entries", "10").start()
+def test_a_dump_writer_outliving_its_node_changes_nothing(tmp_path: Path) -> None:
+    """PySyncObj defect 2: its forked dump writer could outlive a killed node
+    and replace the dump behind the restarted one. kokaq's writer (a fork too,
+    so that compaction does not stop the node) never installs its file: the
+    node does, once the writer succeeded."""
+    data = tmp_path / "d"
+    node = NodeProcess(str(data), "--compaction-entries", "10").start()
+    writer = None
     try:
         client = Client(node.grpc)
         client.create_namespace("n")
         client.create_queue("n", "q")
-        for _ in range(40):  # several compactions
-            client.queue("n", "q").enqueue(b"x")
-        assert os.path.exists(tmp_path / "d" / "raft.dump")
-        assert node.children() == [], "a forked child exists"
+        q = client.queue("n", "q")
+        for _ in range(20):  # a state that takes the writer a while
+            q.enqueue_many([b"x" * 100] * 1000)
+        acknowledged = 20_000
+        deadline = time.monotonic() + 30
+        while writer is None:  # catch a writer at work, and freeze it
+            assert time.monotonic() < deadline, "no dump writer seen"
+            q.enqueue(b"y")
+            acknowledged += 1
+            if children := node.children():
+                writer = children[0]
+                os.kill(writer, signal.SIGSTOP)
+        dump_before = (data / "raft.dump").read_bytes()
+        node.kill()
+        os.kill(writer, signal.SIGCONT)
+        wait_until(lambda: not Path(f"/proc/{writer}").exists() or _zombie(writer))
+        assert (data / "raft.dump").read_bytes() == dump_before  # the orphan installed nothing
+        assert list(data.glob("raft.dump.*.part")), "the orphan's own file is where it wrote it"
 
+        node.start()
+        assert list(data.glob("raft.dump.*.part")) == []  # removed at start
+        client = Client(node.grpc)
+        assert client.queue("n", "q").stats().ready == acknowledged
+    finally:
+        if writer is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(writer, signal.SIGKILL)
+        node.kill()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_the_raft_port_refuses_pickles(tmp_path: Path) -> None:
+    """PySyncObj defect 5: pickles from anyone who reaches the Raft port."""
+    node = NodeProcess(str(tmp_path / "d")).start()
+    try:
+        client = Client(node.grpc)
+        client.create_namespace("n")
+        client.create_queue("n", "q")
+        client.queue("n", "q").enqueue(b"x")
         marker = tmp_path / "pwned"
         send_pickle(node.raft, marker)
         assert not marker.exists()
-        assert client.queue("n", "q").stats().ready == 40  # and the node is fine
+        assert client.queue("n", "q").stats().ready == 1  # and the node is fine
     finally:
         node.kill()
 
