@@ -165,8 +165,9 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]
 
 
 class ReplicatedEngine(SyncObj):  # type: ignore[misc]
-    """A Raft replica of the engine. ``lock`` guards the engine: apply and the
-    snapshot take it in the Raft thread, reads take it in the server's thread."""
+    """A Raft replica of the engine. ``lock`` guards the engine: apply takes it
+    in the Raft thread, reads take it in the server's thread; snapshots are
+    rendered without it, in a forked child (``dumps``)."""
 
     def __init__(
         self,
