@@ -23,6 +23,7 @@ import glob
 import os
 import secrets
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,12 +37,20 @@ __all__ = ["BackgroundDumps"]
 class BackgroundDumps:
     """PySyncObj's ``serializer`` (``start``) and ``serializeChecker`` (``status``)."""
 
-    def __init__(self, dump_path: str, render: Callable[[Any], bytes]) -> None:
+    def __init__(
+        self, dump_path: str, render: Callable[[Any], bytes], timeout: float = 600.0
+    ) -> None:
         """``render(point)`` returns the dump's bytes; it runs in the child, so
-        it must take no lock another thread could have held at the fork."""
+        it must take no lock another thread could have held at the fork. A
+        writer still at work after ``timeout`` seconds is stuck: it is killed
+        and the dump FAILED (PySyncObj tries again), rather than compaction
+        stopping for good while the journal grows."""
         self._dump_path = dump_path
         self._render = render
+        self._timeout = timeout
+        self._started = 0.0
         self._child: tuple[int, str] | None = None  # (pid, its file)
+        self._fork_failed = False
         self.remove_strays()
 
     def start(self, pysyncobj_path: str, point: Any) -> None:
@@ -53,10 +62,15 @@ class BackgroundDumps:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(pysyncobj_path)
         part = f"{self._dump_path}.{secrets.token_hex(6)}.part"
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no memory or processes left: say FAILED, PySyncObj retries later
+            self._fork_failed = True
+            return
         if pid == 0:
             self._write_and_exit(part, point)
         self._child = (pid, part)
+        self._started = time.monotonic()
 
     def _write_and_exit(self, part: str, point: Any) -> None:
         """In the child. Whatever happens, it ends here: it must never return
@@ -80,12 +94,18 @@ class BackgroundDumps:
 
     def status(self) -> int:
         """Where the dump stands; on the child's success, install its file."""
+        if self._fork_failed:
+            self._fork_failed = False
+            return int(SERIALIZER_STATE.FAILED)
         if self._child is None:
             return int(SERIALIZER_STATE.NOT_SERIALIZING)
         pid, part = self._child
         done, code = os.waitpid(pid, os.WNOHANG)
         if not done:
-            return int(SERIALIZER_STATE.SERIALIZING)
+            if time.monotonic() - self._started < self._timeout:
+                return int(SERIALIZER_STATE.SERIALIZING)
+            self.stop()
+            return int(SERIALIZER_STATE.FAILED)
         self._child = None
         if code != 0:
             with contextlib.suppress(FileNotFoundError):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
 
+import pytest
 from pysyncobj import SERIALIZER_STATE
 
 from kokaq.server.dumps import BackgroundDumps
@@ -46,6 +48,34 @@ def test_a_failed_writer_leaves_the_dump_alone(tmp_path: Path) -> None:
     assert finish(dumps) == SERIALIZER_STATE.FAILED
     assert dump.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raft.dump"]
+
+
+def test_a_failed_fork_is_reported_once_so_pysyncobj_tries_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PySyncObj starts no new dump until one SUCCEEDED or FAILED."""
+
+    def no_fork() -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    dumps = BackgroundDumps(str(tmp_path / "raft.dump"), lambda point: b"")
+    monkeypatch.setattr(os, "fork", no_fork)
+    dumps.start(str(tmp_path / "raft.dump.tmp"), 1)
+    assert dumps.status() == SERIALIZER_STATE.FAILED
+    assert dumps.status() == SERIALIZER_STATE.NOT_SERIALIZING
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stuck_writer_is_killed_and_the_dump_failed(tmp_path: Path) -> None:
+    def stuck(point: object) -> bytes:
+        time.sleep(30)
+        return b"never"
+
+    dumps = BackgroundDumps(str(tmp_path / "raft.dump"), stuck, timeout=0.2)
+    dumps.start(str(tmp_path / "raft.dump.tmp"), 1)
+    assert dumps.status() == SERIALIZER_STATE.SERIALIZING
+    assert finish(dumps) == SERIALIZER_STATE.FAILED
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_orphan_s_file_is_removed_and_never_installed(tmp_path: Path) -> None:
