@@ -14,7 +14,10 @@ Measures in one run (this machine is noisy, so the baselines are measured here t
     the workers spent per job then (``*_cpu_us_per_job``, from /proc: less
     noisy than rates on a shared machine);
 (e) ``p99_submit_to_start_ms``: jobs submitted at half the rate of (d), each
-    carrying its submit time; the handlers record when they start.
+    carrying its submit time; the handlers record when they start. The wait
+    is split in three (p50s): submit -> enqueue proposed (the job's
+    ``created_at``), -> Dequeue proposed (its lease start, ``lock_deadline``
+    less the visibility timeout), -> handler start.
 
 Each figure is the median of ``--runs`` runs. The last line printed is one
 JSON object. Run from the repository root: ``python -m benchmarks.jobs_bench``.
@@ -48,12 +51,15 @@ HANDLERS = """
 
     worker = Worker()
     LATENCIES = []
+    VISIBILITY_MS = 30_000  # the queue's default visibility timeout
 
     @worker.handler("noop")
     def noop(job):
+        started = time.time() * 1000
         submitted = job.payload.get("t") if isinstance(job.payload, dict) else None
         if submitted:
-            LATENCIES.append(time.time() * 1000 - submitted)
+            leased = job.message.lock_deadline - VISIBILITY_MS
+            LATENCIES.append([submitted, job.message.created_at, leased, started])
 
     @atexit.register
     def save():
@@ -169,11 +175,13 @@ def one_run(args: argparse.Namespace, directory: Path) -> dict[str, float]:
             while _acked(client, "work") < args.jobs + count:
                 time.sleep(0.02)
             _stop(workers)
-        latencies = sorted(
-            value for path in directory.glob("lat-*.json") for value in json.loads(path.read_text())
-        )
+        rows = [r for path in directory.glob("lat-*.json") for r in json.loads(path.read_text())]
+        latencies = sorted(started - submitted for submitted, _, _, started in rows)
         out["p99_submit_to_start_ms"] = latencies[int(0.99 * (len(latencies) - 1))]
         out["p50_submit_to_start_ms"] = latencies[len(latencies) // 2]
+        out["p50_submit_to_enqueue_ms"] = statistics.median(c - t for t, c, _, _ in rows)
+        out["p50_enqueue_to_lease_ms"] = statistics.median(le - c for _, c, le, _ in rows)
+        out["p50_lease_to_start_ms"] = statistics.median(s - le for _, _, le, s in rows)
         return out
     finally:
         node.kill()
