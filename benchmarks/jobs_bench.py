@@ -48,10 +48,11 @@ from tests.integration.nodes import NodeProcess, start_node
 HANDLERS = """
     import atexit, json, os, time
     from kokaq.client import Worker
+    from kokaq.core import QueueConfig
 
     worker = Worker()
     LATENCIES = []
-    VISIBILITY_MS = 30_000  # the queue's default visibility timeout
+    VISIBILITY_MS = QueueConfig().visibility_timeout_ms  # the bench queue's lease length
 
     @worker.handler("noop")
     def noop(job):

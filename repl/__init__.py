@@ -1,10 +1,6 @@
 """kokaq.repl: the ``kokaq`` command and its interactive shell."""
 
-import os
-
-# A node forks its snapshot writer (kokaq.server.dumps) while gRPC's threads
-# run. gRPC's fork handlers then abort the child now and then (SIGABRT, seen in
-# about one fork in five); the child never uses gRPC, so turn them off. This
-# must happen before grpc is first imported, hence here too: ``kokaq server``
-# imports the client, and grpc, before kokaq.server.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# ``kokaq server`` imports the client, and so grpc, before the node's code:
+# load kokaq.server's package first, which turns gRPC's fork handlers off
+# (they must be off before grpc loads; see kokaq/server/__init__.py).
+import kokaq.server  # noqa: F401
