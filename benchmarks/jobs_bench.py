@@ -12,10 +12,11 @@ Measures in one run (this machine is noisy, so the baselines are measured here t
     acked, with ``--workers`` worker processes (concurrency 64 each) while
     jobs are produced over gRPC as fast as they go; with the CPU the node and
     the workers spent per job then (``*_cpu_us_per_job``, from /proc: less
-    noisy than rates on a shared machine);
+    noisy than rates on a shared machine), and the Raft entries, Dequeues and
+    AckBatches the node proposed per 1,000 jobs;
 (e) ``p99_submit_to_start_ms``: jobs submitted at half the rate of (d), each
     carrying its submit time; the handlers record when they start. The wait
-    is split in three (p50s): submit -> enqueue proposed (the job's
+    is split in three (p50s and p99s): submit -> enqueue proposed (the job's
     ``created_at``), -> Dequeue proposed (its lease start, ``lock_deadline``
     less the visibility timeout), -> handler start.
 
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ import httpx
 from kokaq.client import Client, Producer
 from kokaq.core import Headers, QueueConfig
 from tests.integration.nodes import NodeProcess, start_node
+from tests.integration.scrape import scrape
 
 HANDLERS = """
     import atexit, json, os, time
@@ -93,6 +96,19 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _writes(base: str) -> Counter[str]:
+    """Raft entries the node proposed ("batches") and writes, by operation."""
+    with httpx.Client(base_url=base) as http:
+        samples = scrape(http)
+    counts: Counter[str] = Counter()
+    for (name, labels), value in samples.items():
+        if name == "kokaq_commit_batches_total":
+            counts["batches"] += int(value)
+        elif name == "kokaq_commit_operations_total":
+            counts[dict(labels)["operation"]] += int(value)
+    return counts
 
 
 def _acked(client: Client, queue: str) -> int:
@@ -160,6 +176,7 @@ def one_run(args: argparse.Namespace, directory: Path) -> dict[str, float]:
             assert node.process is not None
             pids = [node.process.pid] + [w.pid for w in workers]
             cpu_before = [_cpu_seconds(pid) for pid in pids]
+            writes_before = _writes(base)
             started = time.perf_counter()
             _produce(client, "work", args.jobs)
             while _acked(client, "work") < args.jobs:
@@ -170,6 +187,9 @@ def one_run(args: argparse.Namespace, directory: Path) -> dict[str, float]:
             ]
             out["node_cpu_us_per_job"] = 1e6 * spent[0] / args.jobs
             out["workers_cpu_us_per_job"] = 1e6 * sum(spent[1:]) / args.jobs
+            writes = _writes(base) - writes_before
+            for name in ("batches", "Dequeue", "AckBatch"):
+                out[f"{name}_per_1k_jobs"] = 1000 * writes[name] / args.jobs
 
             count = int(out["worker_jobs_per_s"] * args.latency_seconds / 2)
             _produce(client, "work", count, rate=out["worker_jobs_per_s"] / 2)
@@ -180,9 +200,15 @@ def one_run(args: argparse.Namespace, directory: Path) -> dict[str, float]:
         latencies = sorted(started - submitted for submitted, _, _, started in rows)
         out["p99_submit_to_start_ms"] = latencies[int(0.99 * (len(latencies) - 1))]
         out["p50_submit_to_start_ms"] = latencies[len(latencies) // 2]
-        out["p50_submit_to_enqueue_ms"] = statistics.median(c - t for t, c, _, _ in rows)
-        out["p50_enqueue_to_lease_ms"] = statistics.median(le - c for _, c, le, _ in rows)
-        out["p50_lease_to_start_ms"] = statistics.median(s - le for _, _, le, s in rows)
+        parts = {
+            "submit_to_enqueue": [c - t for t, c, _, _ in rows],
+            "enqueue_to_lease": [le - c for _, c, le, _ in rows],
+            "lease_to_start": [s - le for _, _, le, s in rows],
+        }
+        for part, waits in parts.items():
+            waits.sort()
+            out[f"p50_{part}_ms"] = waits[len(waits) // 2]
+            out[f"p99_{part}_ms"] = waits[int(0.99 * (len(waits) - 1))]
         return out
     finally:
         node.kill()

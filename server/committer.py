@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -69,6 +70,9 @@ class Committer:
     ) -> None:
         self._log = log
         self._on_applied = on_applied  # told the operation names of each applied batch
+        #: Called as a flush begins; it may ``propose`` writes to ride along
+        #: with those pending (the worker sessions' leases of new jobs).
+        self.before_flush: Callable[[], None] | None = None
         self._loop = asyncio.get_running_loop()
         self._pending: list[tuple[list[Any], asyncio.Future[Any]]] = []
         self._in_flight: set[_Batch] = set()
@@ -78,22 +82,28 @@ class Committer:
         self._flush_scheduled = False
         self._closed = False
         self._paused = False
-        self.batches = 0  # batches proposed, for metrics and tests
-        self.operations = 0
+        self.batches = 0  # batches proposed (Raft entries), for the metrics
+        self.proposed: Counter[str] = Counter()  # operations proposed, by name
 
     async def write(self, name: str, request: bytes, ids: list[str]) -> Any:
         """Replicate one operation; its result, or raise its KokaqError."""
-        if self._closed:
-            raise Unavailable("the node is shutting down")
+        result = await self.propose(name, request, ids)
+        if isinstance(result, KokaqError):
+            raise result
+        return result
+
+    def propose(self, name: str, request: bytes, ids: list[str]) -> asyncio.Future[Any]:
+        """Queue one operation behind those pending (so the log applies it
+        after them); its future's result is the outcome or the KokaqError."""
         future: asyncio.Future[Any] = self._loop.create_future()
+        if self._closed:
+            future.set_result(Unavailable("the node is shutting down"))
+            return future
         self._pending.append(([name, request, ids], future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
-        result = await future
-        if isinstance(result, KokaqError):
-            raise result
-        return result
+        return future
 
     def pause(self) -> None:
         """Hold new writes back (a leadership transfer lets the target catch up)."""
@@ -109,6 +119,10 @@ class Committer:
         self._flush_scheduled = False
         if self._paused:
             return
+        if self.before_flush is not None:
+            self._flush_scheduled = True  # what it proposes leaves in this flush
+            self.before_flush()
+            self._flush_scheduled = False
         while self._pending and len(self._in_flight) < self._max_in_flight:
             if not self._log.is_leader():
                 self._fail_pending(NotLeader(self._log.leader_hint()))
@@ -126,7 +140,7 @@ class Committer:
             self._in_flight.add(batch)
             payload = msgpack.packb([wall_clock_ms(), operations])
             self.batches += 1
-            self.operations += len(operations)
+            self.proposed.update(batch.names)
             self._log.submit(payload, self._callback(batch))
 
     def _callback(self, batch: _Batch) -> Callable[[Any, int], None]:

@@ -36,6 +36,9 @@ class Gateway:
         self.executor = executor
         self.auth = auth
         self._on_leased = on_leased  # told every Dequeue's messages (metrics)
+        #: Told each write just before it goes to the log (the worker sessions
+        #: watch for enqueues).
+        self.on_write: Callable[[str, ProtoMessage], None] | None = None
 
     def authorize(self, name: str, request: ProtoMessage, key: str | None) -> None:
         operation = OPERATIONS[name]
@@ -61,10 +64,17 @@ class Gateway:
         operation = OPERATIONS[name]
         if operation.write:
             ids = new_ids(ids_needed(name, request))
+            if self.on_write is not None:
+                self.on_write(name, request)
             result = await self.executor.write(name, raw or request.SerializeToString(), ids)
-            if name == "Dequeue" and self._on_leased is not None and result:
-                self._on_leased(result)
+            if name == "Dequeue":
+                self.leased(result)
             return result
         if strong:  # the read takes its place in the log
             return await self.executor.write(name, raw or request.SerializeToString(), [])
         return await self.executor.read(name, request)
+
+    def leased(self, messages: Any) -> None:
+        """Messages a Dequeue leased (for the metrics)."""
+        if self._on_leased is not None and messages:
+            self._on_leased(messages)

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from kokaq.core import Engine, MessageView, QueueConfig
+from kokaq.server.committer import Committer
 
 __all__ = ["NodeMetrics", "TOP_KEYS", "band_of"]
 
@@ -183,17 +184,41 @@ def _raft_metrics(status: dict[str, Any]) -> Iterator[Metric]:
         )
 
 
+class _CommitCollector:
+    """How well group commit packs writes: operations per Raft entry."""
+
+    def __init__(self, committer: Committer) -> None:
+        self._committer = committer
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "kokaq_commit_batches",
+            "Raft entries the leader proposed, each carrying a batch of writes",
+            value=self._committer.batches,
+        )
+        operations = CounterMetricFamily(
+            "kokaq_commit_operations",
+            "Writes the leader proposed through the Raft log, by operation",
+            labels=["operation"],
+        )
+        for name, count in sorted(self._committer.proposed.items()):
+            operations.add_metric([name], count)
+        yield operations
+
+
 class NodeMetrics:
     def __init__(
         self,
         engine: Callable[[], Engine],
         lock: Any,
         raft_status: Callable[[], dict[str, Any]],
+        committer: Committer,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._engine = engine
         self._lock = lock
         self.registry.register(_EngineCollector(engine, lock, raft_status))
+        self.registry.register(_CommitCollector(committer))
         self.lease_wait = Histogram(
             "kokaq_lease_wait_seconds",
             "From ready (enqueue, or the end of a delay) to the first lease",

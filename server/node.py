@@ -132,7 +132,7 @@ class _Node:
         auth = Authenticator(options.api_keys)
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        metrics = NodeMetrics(lambda: raft.engine, raft.lock, raft.getStatus)
+        metrics = NodeMetrics(lambda: raft.engine, raft.lock, raft.getStatus, committer)
         gateway = Gateway(ReplicatedExecutor(raft, committer), auth, on_leased=metrics.leased)
         server.add_generic_rpc_handlers(generic_handlers(gateway, metrics.observe_grpc))
         server.add_generic_rpc_handlers([cluster_handler(raft, auth, committer)])
@@ -144,7 +144,9 @@ class _Node:
                 except KokaqError:
                     return None
 
-        workers = WorkerSessions(gateway, wakeup, ready_count)
+        workers = WorkerSessions(gateway, wakeup, ready_count, committer.propose)
+        gateway.on_write = workers.saw_write
+        committer.before_flush = workers.lease_arrivals
         metrics.worker_streams.set_function(lambda: workers.count)
         server.add_generic_rpc_handlers([workers.handler()])
         health = health_aio.HealthServicer()

@@ -10,6 +10,11 @@ promoted delayed jobs or ended leases — so no one polls. (A session also
 looks again every few seconds, and forgets leases whose deadline passed:
 their jobs went back to the queue, so their credit is free.)
 
+A job enqueued while sessions wait for it does not even wait for that: the
+node proposes their Dequeues right behind the enqueue, in the same flush of
+the group commit, so the job is leased in the Raft entry that adds it — one
+round through the log instead of two.
+
 On shutdown every session ends its stream cleanly (status OK); the worker
 reconnects to another node, or waits for this one to come back.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -30,6 +36,7 @@ from kokaq.protocol.errors import error_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.committer import new_ids, wall_clock_ms
 from kokaq.server.gateway import Gateway
+from kokaq.server.operations import ids_needed
 from kokaq.server.replication import TICK
 from kokaq.server.service import abort_with
 
@@ -64,18 +71,26 @@ class Wakeup:
 
 
 class _Session:
-    def __init__(self, session_id: str, credit: int, where: tuple[str, str] | None) -> None:
+    def __init__(self, session_id: str, credit: int, dequeue: pb.DequeueRequest) -> None:
         self.id = session_id
         self.credit = credit
-        self.where = where  # (namespace, queue) of a single-queue session
+        self.dequeue = dequeue
+        self.where: tuple[str, str] | None = None  # (namespace, queue) of a single-queue session
+        if len(dequeue.queues) == 1:
+            self.where = (dequeue.namespace, dequeue.queues[0].queue)
         self.held: dict[tuple[str, str], int] = {}  # (message id, lock id) -> lock deadline
         self.settled = asyncio.Event()
+        self.wake = asyncio.Event()  # set when a Dequeue is proposed for it
+        # Dequeues proposed for it, in log order, and how many jobs each asks for.
+        self.handoffs: deque[tuple[asyncio.Future[Any], int]] = deque()
+        self.asked = 0  # jobs its Dequeues in flight may still bring
 
     def free(self, now: int) -> int:
+        """Credit neither held by leased jobs nor asked for by Dequeues in flight."""
         for lock, deadline in list(self.held.items()):
             if deadline <= now:  # the lease ran out; the job is back in its queue
                 del self.held[lock]
-        return self.credit - len(self.held)
+        return self.credit - len(self.held) - self.asked
 
 
 async def _first(*events: asyncio.Event, timeout: float) -> None:
@@ -88,6 +103,7 @@ async def _first(*events: asyncio.Event, timeout: float) -> None:
 
 
 ReadyCount = Callable[[str, str], "int | None"]  # (namespace, queue) -> ready now, if known
+Propose = Callable[[str, bytes, list[str]], "asyncio.Future[Any]"]  # Committer.propose
 
 
 class WorkerSessions:
@@ -97,15 +113,27 @@ class WorkerSessions:
     a Dequeue, and all but the first would go through the log for nothing.
     So a session on one queue first looks at the leader's count of ready jobs,
     less what other sessions' Dequeues in flight will take (``_claimed``),
-    and proposes only when something is left for it."""
+    and proposes only when something is left for it.
+
+    With ``propose`` (the committer's), the node also calls ``saw_write``
+    with every write and ``lease_arrivals`` as each group-commit flush
+    begins: the jobs enqueued since are leased to the sessions waiting on
+    their queue by Dequeues that follow the enqueues in the log."""
 
     def __init__(
-        self, gateway: Gateway, wakeup: Wakeup, ready_count: ReadyCount | None = None
+        self,
+        gateway: Gateway,
+        wakeup: Wakeup,
+        ready_count: ReadyCount | None = None,
+        propose: Propose | None = None,
     ) -> None:
         self._gateway = gateway
         self._wakeup = wakeup
         self._ready_count = ready_count
+        self._propose = propose
         self._claimed: dict[tuple[str, str], int] = {}
+        self._arrivals: dict[tuple[str, str], int] = {}  # ready jobs proposed, by queue
+        self._turn = 0  # rotates which waiting session is handed arrivals first
         self._sessions: dict[str, _Session] = {}
         self._stopping = asyncio.Event()
 
@@ -128,30 +156,44 @@ class WorkerSessions:
         except KokaqError as error:
             await abort_with(context, error)
             return
-        where = (dequeue.namespace, dequeue.queues[0].queue) if len(dequeue.queues) == 1 else None
-        session = _Session(new_ids(1)[0], int(request.credit), where)
+        session = _Session(new_ids(1)[0], int(request.credit), dequeue)
         self._sessions[session.id] = session
         try:
             yield pb.LeaseEvent(session_id=session.id)
-            while not self._stopping.is_set():
-                work = self._wakeup.current()
-                free = session.free(wall_clock_ms())
-                if free <= 0:
-                    session.settled.clear()
-                    await _first(session.settled, self._stopping, timeout=_RECHECK_SECONDS)
-                    continue
-                claim = self._claim(dequeue, free)
-                if claim == 0:
-                    await _first(work, self._stopping, timeout=_RECHECK_SECONDS)
-                    continue
-                dequeue.max_count = claim
-                try:
-                    jobs = await self._gateway.run_authorized("Dequeue", dequeue)
-                finally:
-                    self._unclaim(dequeue, claim)
-                if not jobs:
-                    await _first(work, self._stopping, timeout=_RECHECK_SECONDS)
-                    continue
+            # A Dequeue proposed for the session is answered even when stopping.
+            while session.handoffs or not self._stopping.is_set():
+                if session.handoffs:
+                    handoff, asked = session.handoffs.popleft()
+                    try:
+                        jobs = await handoff
+                    finally:
+                        session.asked -= asked
+                    if isinstance(jobs, KokaqError):
+                        raise jobs
+                    self._gateway.leased(jobs)
+                    if not jobs:
+                        continue  # taken by an earlier Dequeue, say
+                else:
+                    work = self._wakeup.current()
+                    free = session.free(wall_clock_ms())
+                    if free <= 0:
+                        session.settled.clear()
+                        await _first(session.settled, self._stopping, timeout=_RECHECK_SECONDS)
+                        continue
+                    claim = self._claim(dequeue, free)
+                    if claim == 0:
+                        await self._park(session, work)
+                        continue
+                    dequeue.max_count = claim
+                    session.asked += claim
+                    try:
+                        jobs = await self._gateway.run_authorized("Dequeue", dequeue)
+                    finally:
+                        session.asked -= claim
+                        self._unclaim(dequeue, claim)
+                    if not jobs:
+                        await self._park(session, work)
+                        continue
                 for job in jobs:
                     session.held[(job.id, job.lock_id)] = job.lock_deadline
                 yield pb.LeaseEvent(jobs=[cv.message_to_proto(job) for job in jobs])
@@ -159,6 +201,58 @@ class WorkerSessions:
             await abort_with(context, error)
         finally:
             self._sessions.pop(session.id, None)
+
+    async def _park(self, session: _Session, work: asyncio.Event) -> None:
+        """Wait for work: an applied write that may have made some ready, or
+        a Dequeue proposed for the session along with an enqueue."""
+        session.wake.clear()
+        if not session.handoffs:
+            await _first(work, session.wake, self._stopping, timeout=_RECHECK_SECONDS)
+
+    def saw_write(self, name: str, request: Any) -> None:
+        """Count the jobs a write about to be proposed makes ready at once."""
+        if not self._sessions:
+            return
+        if name == "Enqueue":
+            ready = 0 if _later(request.message) else 1
+        elif name == "EnqueueBatch":
+            ready = sum(1 for spec in request.messages if not _later(spec))
+        else:
+            return
+        if ready:
+            where = (request.namespace, request.queue)
+            self._arrivals[where] = self._arrivals.get(where, 0) + ready
+
+    def lease_arrivals(self) -> None:
+        """Propose, behind the enqueues pending, a Dequeue for each session on
+        their queue with credit free: a fair share of the arrivals each."""
+        arrivals, self._arrivals = self._arrivals, {}
+        if self._propose is None:
+            return
+        now = wall_clock_ms()
+        for where, count in arrivals.items():
+            sessions = [s for s in self._sessions.values() if s.where == where]
+            if not sessions:
+                continue
+            first = self._turn % len(sessions)
+            self._turn += 1
+            sessions = sessions[first:] + sessions[:first]
+            left = count
+            for index, session in enumerate(sessions):
+                share = min(session.free(now), -(-left // (len(sessions) - index)))
+                if share <= 0:
+                    continue
+                request = pb.DequeueRequest()
+                request.CopyFrom(session.dequeue)
+                request.max_count = share
+                ids = new_ids(ids_needed("Dequeue", request))
+                future = self._propose("Dequeue", request.SerializeToString(), ids)
+                session.handoffs.append((future, share))
+                session.asked += share
+                session.wake.set()
+                left -= share
+                if left <= 0:
+                    break
 
     def _claim(self, dequeue: pb.DequeueRequest, free: int) -> int:
         """How many jobs to ask for: ``free``, or for a single queue whose ready
@@ -319,6 +413,11 @@ def _record(result: pb.SettleOutcome, outcome: str, error: KokaqError | None) ->
         result.outcome = outcome
     else:
         result.error.CopyFrom(error_detail(error))
+
+
+def _later(spec: pb.MessageSpec) -> bool:
+    """Whether a job is enqueued delayed (not ready at once)."""
+    return (spec.HasField("delay_ms") and spec.delay_ms > 0) or spec.HasField("run_at")
 
 
 def _parse(cls: Any, raw: bytes) -> Any:

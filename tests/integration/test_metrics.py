@@ -68,6 +68,10 @@ def test_metrics_after_a_known_workload(fresh_node: NodeProcess) -> None:
     appends = value(samples, "kokaq_raft_journal_appends_total")
     assert appends >= 1 and 1 <= value(samples, "kokaq_raft_journal_syncs_total") <= appends
     assert value(samples, "kokaq_grpc_requests_total", method="Enqueue", code="OK") == 10
+    # Each of those went through the log once; batches carried one write or more.
+    assert value(samples, "kokaq_commit_operations_total", operation="Enqueue") == 10
+    proposed = sum(v for (n, _), v in samples.items() if n == "kokaq_commit_operations_total")
+    assert 1 <= value(samples, "kokaq_commit_batches_total") <= proposed
     assert value(samples, "kokaq_grpc_requests_total", method="GetQueue", code="NOT_FOUND") == 1
     assert value(samples, "kokaq_grpc_request_duration_seconds_count", method="Dequeue") == 1
     route = {"method": "GET", "route": "/v1/jobs/{job_id}", "status": "404"}

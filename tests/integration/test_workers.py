@@ -244,6 +244,39 @@ def test_node_restart_with_workers_connected_loses_and_repeats_nothing(tmp_path:
         node.kill()
 
 
+def test_a_waiting_worker_leases_a_job_in_the_log_entry_that_enqueues_it(
+    node: NodeProcess, http: httpx.Client
+) -> None:
+    """A job enqueued while a session waits on its queue is leased by a Dequeue
+    proposed right behind the enqueue: both apply in one Raft entry, stamped
+    with one time, so the lease starts at the job's creation, to the ms."""
+    queue = make_queue(http, visibility_timeout_ms=60_000)
+    channel = grpc.insecure_channel(node.grpc)
+    lease = channel.unary_stream(
+        "/kokaq.v1.Workers/Lease",
+        request_serializer=pb.LeaseRequest.SerializeToString,
+        response_deserializer=pb.LeaseEvent.FromString,
+    )
+    request = pb.LeaseRequest(namespace="default", queues=[pb.QueueWeight(queue=queue)], credit=8)
+    stream = lease(request, timeout=30)
+    try:
+        events = iter(stream)
+        assert next(events).session_id
+        for n in range(5):
+            time.sleep(0.05)  # the session is waiting again
+            job_id = submit(http, queue, "ok", n)
+            (leased,) = next(events).jobs
+            assert leased.id == job_id
+            assert leased.lock_deadline - 60_000 == leased.created_at
+        # Delayed jobs are left to become ready: nothing is leased early.
+        delayed = submit(http, queue, "ok", "later", delay_seconds=1)
+        (leased,) = next(events).jobs
+        assert leased.id == delayed
+        assert leased.lock_deadline - 60_000 >= leased.created_at + 1000
+    finally:
+        channel.close()  # ends the stream
+
+
 def test_worker_rpcs_refuse_bad_input(node: NodeProcess, http: httpx.Client) -> None:
     queue = make_queue(http)
     transport = GrpcTransport(node.grpc)
