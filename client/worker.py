@@ -9,13 +9,16 @@
     worker.run()                      # until SIGTERM / SIGINT
 
 The node leases jobs to the worker as they become ready, never more than its
-credit (``prefetch``, by default ``concurrency``) unsettled at once; each
-settle gives one back. While a handler runs, its lease is refreshed every
-third of the visibility timeout, so a long job keeps it. A handler that
-returns acks the job; one that raises nacks it with ``"Type: message"`` as
-the job's ``last_error`` (the queue's backoff decides when it runs again,
-and its max deliveries when it goes to the dead-letter queue). A job whose
-type has no handler is nacked the same way.
+credit (``prefetch``, by default twice ``concurrency``) unsettled at once;
+each settle gives one back. A handler that returns frees its place for the
+next job at once: the settle travels in the background (in batches), so up to
+``concurrency`` handlers run while earlier jobs' settles are on their way.
+While a handler runs, its lease is refreshed every third of the visibility
+timeout, so a long job keeps it. A handler that returns acks the job; one
+that raises nacks it with ``"Type: message"`` as the job's ``last_error``
+(the queue's backoff decides when it runs again, and its max deliveries when
+it goes to the dead-letter queue). A job whose type has no handler is nacked
+the same way.
 
 Stopping (SIGTERM, ``stop()``): take no more jobs, release the ones not
 started, let running handlers finish within ``grace`` seconds, release the
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import logging
 import os
@@ -43,6 +47,7 @@ import grpc
 from kokaq.client.calls import queue_weights
 from kokaq.client.transport import SETTLE_MANY, AsyncGrpcTransport, RetryPolicy, error_of_rpc
 from kokaq.core import (
+    MAX_BATCH,
     FailureReason,
     InvalidArgument,
     KokaqError,
@@ -187,14 +192,23 @@ class _Settler:
         self._transport = transport
         self._batch_size = batch_size
         self._pending: list[tuple[pb.SettleRequest, asyncio.Future[str]]] = []
+        self._unanswered: set[asyncio.Future[str]] = set()
         self._wake = asyncio.Event()
 
-    async def settle(self, request: pb.SettleRequest) -> str:
-        """The outcome ("acked", "released", a nack's outcome); raises the job's error."""
+    def settle(self, request: pb.SettleRequest) -> asyncio.Future[str]:
+        """Queue a settle; its future's result is the outcome ("acked",
+        "released", a nack's outcome), or its exception the job's error."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
+        self._unanswered.add(future)
+        future.add_done_callback(self._unanswered.discard)
         self._wake.set()
-        return await future
+        return future
+
+    async def drained(self) -> None:
+        """Wait until every settle queued so far has its answer."""
+        if self._unanswered:
+            await asyncio.wait(list(self._unanswered))
 
     async def run(self) -> None:
         while True:
@@ -254,7 +268,8 @@ class Worker:
         self.namespace = namespace
         self.queues = queue_weights(weights)
         self.concurrency = concurrency
-        self.prefetch = prefetch or concurrency
+        # Twice the handlers: the next jobs arrive while the last ones' settles travel.
+        self.prefetch = prefetch or min(MAX_BATCH, 2 * concurrency)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.visibility_timeout_ms = visibility_timeout_ms
         self.grace = grace
@@ -335,6 +350,7 @@ class Worker:
             feeder.cancel()
             stopped.cancel()
             await self._drain(transport, inbox, runners, running)
+            await self._settler.drained()
             settling.cancel()
             heartbeats.cancel()
             pool.stop()
@@ -353,7 +369,7 @@ class Worker:
         while not inbox.empty():
             item = inbox.get_nowait()
             if item is not None:
-                await self._release(transport, *item)
+                await self._release(*item)
         for _ in runners:
             inbox.put_nowait(None)
         _, late = await asyncio.wait(runners, timeout=self.grace) if runners else ((), ())
@@ -361,7 +377,7 @@ class Worker:
             item = running.get(task)
             task.cancel()
             if item is not None:
-                await self._release(transport, *item)
+                await self._release(*item)
 
     async def _feed(
         self,
@@ -409,7 +425,7 @@ class Worker:
         while (item := await inbox.get()) is not None:
             assert self._stopping is not None
             if self._stopping.is_set():
-                await self._release(transport, *item)
+                await self._release(*item)
                 continue
             running[me] = item
             try:
@@ -456,7 +472,7 @@ class Worker:
                 error=error_summary(error),
             )
             settle = pb.SettleRequest(session_id=session, nack=nack)
-        await self._settle(transport, settle, message)
+        self._settle(settle, message)  # the runner takes its next job meanwhile
 
     async def _heartbeats(self, transport: WorkerTransport) -> None:
         """Refresh each running job's lease every third of its length (one loop
@@ -479,24 +495,26 @@ class Worker:
         except KokaqError as error:
             log.warning("job %s: lease refresh failed: %s", message.id, error.message)
 
-    async def _settle(
-        self, transport: WorkerTransport, settle: pb.SettleRequest, message: MessageView
-    ) -> None:
-        try:
-            await self._settler.settle(settle)
-            self.processed += 1
-        except LockLost:
-            log.warning("job %s was settled or its lease ran out before the answer", message.id)
-        except KokaqError as error:
-            log.error("job %s: settling failed: %s", message.id, error.message)
+    def _settle(self, settle: pb.SettleRequest, message: MessageView) -> asyncio.Future[str]:
+        """Send a settle in the background; its answer is counted or logged."""
+        future = self._settler.settle(settle)
+        future.add_done_callback(functools.partial(self._settled, message))
+        return future
 
-    async def _release(
-        self, transport: WorkerTransport, session: str, message: MessageView
-    ) -> None:
+    def _settled(self, message: MessageView, future: asyncio.Future[str]) -> None:
+        error = future.exception()
+        if error is None:
+            self.processed += 1
+        elif isinstance(error, LockLost):
+            log.warning("job %s was settled or its lease ran out before the answer", message.id)
+        else:
+            detail = error.message if isinstance(error, KokaqError) else repr(error)
+            log.error("job %s: settling failed: %s", message.id, detail)
+
+    async def _release(self, session: str, message: MessageView) -> None:
         release = pb.ReleaseRequest(lock=_lock(message))
-        await self._settle(
-            transport, pb.SettleRequest(session_id=session, release=release), message
-        )
+        settle = pb.SettleRequest(session_id=session, release=release)
+        await asyncio.wait([self._settle(settle, message)])
 
 
 def _lock(message: MessageView) -> pb.LockRef:

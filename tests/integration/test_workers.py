@@ -188,8 +188,10 @@ def test_sigterm_mid_job_loses_nothing_and_runs_nothing_twice(
     wait_until(lambda: len(workers.lines("start")) == 2, timeout=20)
     first.send_signal(signal.SIGTERM)
     assert first.wait(20) == 0
-    assert "stopped: 2 jobs settled" in workers.output(0)
-    assert len(workers.lines("end")) == 2  # the running jobs finished within the grace
+    # It held four (its prefetch is twice its concurrency): the two running
+    # finished within the grace and were acked, the two waiting were released.
+    assert "stopped: 4 jobs settled" in workers.output(0)
+    assert len(workers.lines("end")) == 2
     counts = statuses(http, ids)
     assert counts == {"succeeded": 2, "pending": 4}, counts
     assert all(job(http, i)["attempts"] == 0 for i in ids if job(http, i)["status"] == "pending")

@@ -4,9 +4,11 @@ handlers with, no server needed."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from kokaq.client import Client, Job, Worker
 from kokaq.client.testing import AsyncInProcessTransport, InProcessTransport
+from kokaq.client.transport import SETTLE_MANY
 from kokaq.core import MessageState, QueueConfig
 from kokaq.protocol.jobs import job_spec
 
@@ -53,3 +55,57 @@ def test_handlers_run_and_jobs_settle_in_process() -> None:
     assert (dead.state, dead.last_error) == (MessageState.DEAD, "RuntimeError: kaboom")
     assert "no handler for job type 'unknown'" in (queue.get(orphan).last_error or "")
     assert worker.failed == 2
+
+
+class _HeldSettles(AsyncInProcessTransport):
+    """Settles wait at a gate: their answers are on their way until it opens."""
+
+    def __init__(self, sync: InProcessTransport) -> None:
+        super().__init__(sync=sync)
+        self.gate = asyncio.Event()
+
+    async def call(self, name: str, request: Any) -> Any:
+        if name == SETTLE_MANY:
+            await self.gate.wait()
+        return await super().call(name, request)
+
+
+def test_a_handler_takes_its_next_job_while_the_last_settle_travels() -> None:
+    transport = InProcessTransport()
+    client = Client(transport=transport)
+    client.create_namespace("default")
+    client.create_queue("default", "q")
+    queue = client.queue("default", "q")
+    ids = [r.message_id for r in queue.enqueue_many([job_spec("work", {}), job_spec("work", {})])]
+    started: list[str] = []
+
+    async def run() -> None:
+        held = _HeldSettles(transport)
+        worker = Worker(queues=["q"], concurrency=1, transport=held)
+        assert worker.prefetch == 2
+
+        @worker.handler("work")
+        def work(job: Job) -> None:
+            started.append(job.id)
+
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        try:
+            for _ in range(300):
+                if len(started) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            # One handler at a time, yet both ran before the first settle's answer.
+            assert sorted(started) == sorted(ids)
+            assert worker.processed == 0
+        finally:
+            held.gate.set()
+            for _ in range(300):
+                if worker.processed == 2:
+                    break
+                await asyncio.sleep(0.01)
+            stop.set()
+            await running
+
+    asyncio.run(run())
+    assert all(queue.get(i).state is MessageState.SUCCEEDED for i in ids)
