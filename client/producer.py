@@ -10,6 +10,12 @@
 its oldest message has waited ``linger_ms``; up to ``max_in_flight`` batches
 travel at once, and ``send`` blocks while ``max_buffered`` messages wait.
 
+Two in flight by default: one is committed at the node while the next one
+forms. More only split the same messages into more calls, and a node spends
+more per call than per message: at 5,000 paced jobs/s (jobs_bench's latency
+phase) the p99 from submit to handler start was 26-34 ms with one or two in
+flight, 58-97 ms with four and 144 ms with sixteen.
+
 Every message carries a dedup key (one is made up if not given), so a batch
 retried after a lost answer adds nothing twice. One bad message (say, a
 priority outside the queue's range) fails only its own future: the batch is
@@ -55,7 +61,7 @@ class Producer:
         *,
         linger_ms: float = 5.0,
         batch_size: int = 500,
-        max_in_flight: int = 4,
+        max_in_flight: int = 2,
         max_buffered: int = 50_000,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
