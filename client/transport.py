@@ -5,8 +5,9 @@ Retries: ``Unavailable`` (which includes ``NotLeader`` and lost connections)
 is retried with exponential backoff and jitter on the next address, until
 ``retry_timeout`` has passed. Every write the SDK sends is safe to repeat:
 enqueues carry a dedup key, an ack repeated for the same lease succeeds
-(while the message is retained), and any other settle repeated fails cleanly
-with ``LockLost``.
+(while the message is retained), a nack or release repeated answers as the
+first did (until the message is leased again), and an extend, refresh or
+visibility change repeated moves the same live lease again.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from kokaq.core.errors import (
     ConfigError,
     InvalidArgument,
     KokaqError,
+    LockLost,
     MessageExists,
     NamespaceExists,
     NotEmpty,
@@ -35,12 +36,14 @@ from kokaq.core.message import (
     Headers,
     Message,
     MessageSpec,
+    MessageState,
     MessageView,
 )
 from kokaq.core.namespace import Namespace
 from kokaq.core.queue import Queue, Transitions
 from kokaq.core.results import (
     EnqueueResult,
+    NackOutcome,
     NackResult,
     NamespaceInfo,
     QueueInfo,
@@ -410,7 +413,9 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
 
         The message goes back to the queue after ``delay_ms`` (or the queue's
         backoff), or to the DLQ when ``dead_letter`` is set or its deliveries
-        are used up (dropped instead when the queue's DLQ is off).
+        are used up (dropped instead when the queue's DLQ is off). The same
+        lease nacked again, until the message is leased again, changes nothing
+        and answers where the message is now (a client retrying a lost answer).
         """
         now = self._clock(now)
         q = self._queue(namespace, queue)
@@ -423,7 +428,13 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
         if delay_ms is not None:
             check_int("delay_ms", delay_ms, 0, MAX_DELAY_MS)
         check_bool("dead_letter", dead_letter)
-        message = q.locked(message_id, lock_id, now)
+        try:
+            message = q.locked(message_id, lock_id, now)
+        except LockLost:
+            back = q.given_back(message_id, lock_id, by_nack=True)
+            if back is None:
+                raise
+            return _nacked(back)  # the same lease nacked again: where it went
         return q.nack(message, now, reason, error, delay_ms, dead_letter)
 
     def extend(
@@ -479,6 +490,8 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
     ) -> int:
         """Give a lease back without failing it: visible now, after ``delay_ms``
         or at ``visible_at``. The delivery is not counted. Returns when it is visible.
+        The same lease released again, until the message is leased again,
+        changes nothing and returns that time.
         """
         now = self._clock(now)
         q = self._queue(namespace, queue)
@@ -488,7 +501,13 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
             visible_at = now + check_int("delay_ms", delay_ms, 0, MAX_DELAY_MS)
         elif visible_at is not None:
             check_int("visible_at", visible_at, 0, now + MAX_DELAY_MS)
-        message = q.locked(message_id, lock_id, now)
+        try:
+            message = q.locked(message_id, lock_id, now)
+        except LockLost:
+            back = q.given_back(message_id, lock_id, by_nack=False)
+            if back is None:
+                raise
+            return back.visible_at  # the same lease released again
         return q.release(message, max(now, visible_at or now), now)
 
     # -- reading -----------------------------------------------------------------------
@@ -588,3 +607,12 @@ def _duplicate(queue: Queue, first_id: str) -> EnqueueResult:
     if first is None:  # settled and purged since; the id is still the answer
         return EnqueueResult(first_id, None, None, True)
     return EnqueueResult(first_id, first.state, first.visible_at, True)
+
+
+def _nacked(message: Message) -> NackResult:
+    """A repeated nack's answer: where the first one sent the message, as it is now."""
+    if message.state is MessageState.DEAD:
+        return NackResult(NackOutcome.DEAD_LETTERED)
+    if message.state is MessageState.DELAYED:
+        return NackResult(NackOutcome.DELAYED, message.visible_at)
+    return NackResult(NackOutcome.REQUEUED, message.visible_at)

@@ -127,6 +127,9 @@ class Message:
         "last_error",
         "failure_reason",
         "backoff",
+        # (lock id, by a nack?) of the last lease a nack or a release gave
+        # back, so that a retry of that settle is answered, not refused.
+        "returned",
         # The index entry that currently holds this message: the scheduler's
         # while ready, a timer's while delayed or leased. Entries that are not
         # this one are stale and skipped (lazy deletion).
@@ -155,6 +158,7 @@ class Message:
     last_error: str | None
     failure_reason: FailureReason | None
     backoff: BackoffPolicy | None
+    returned: tuple[str, bool] | None
     entry: object
     ttl_entry: object
 
@@ -195,6 +199,7 @@ class Message:
         self.last_error = None
         self.failure_reason = None
         self.backoff = backoff
+        self.returned = None
         self.entry = None
         self.ttl_entry = None
 

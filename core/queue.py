@@ -300,6 +300,17 @@ class Queue:
             raise MessageNotFound(self.namespace, self.name, message_id)
         raise LockLost(message_id)
 
+    def given_back(self, message_id: str, lock_id: str, by_nack: bool) -> Message | None:
+        """The message whose lease ``lock_id`` a nack (or a release) gave back,
+        if it still waits for its next lease: a client that lost the answer
+        (a failover) retries, and must not be told its lease was lost."""
+        message = self.messages.get(message_id) if type(message_id) is str else None
+        if message is None or message.returned != (lock_id, by_nack):
+            return None
+        if message.state is READY or message.state is DELAYED:
+            return message
+        return message if by_nack and message.state is DEAD else None
+
     # -- settling a lease --------------------------------------------------------
 
     def ack_lease(self, message_id: str, lock_id: str, now: int) -> None:
@@ -339,6 +350,7 @@ class Queue:
     ) -> NackResult:
         if dead_letter and not self.config.dead_letter:
             raise InvalidArgument("dead_letter", "this queue has dead-lettering turned off")
+        message.returned = (message.lock_id or "", True)
         self._unlease(message, now)
         message.failure_reason = reason
         message.last_error = error
@@ -360,6 +372,7 @@ class Queue:
 
     def release(self, message: Message, visible_at: int, now: int) -> int:
         """Give the lease back; the delivery does not count against max deliveries."""
+        message.returned = (message.lock_id or "", False)
         self._unlease(message, now)
         message.deliveries = max(0, message.deliveries - 1)
         if message.expires_at is not None and message.expires_at <= visible_at:

@@ -157,6 +157,7 @@ def _dump_message(m: Message) -> list[Any]:
         m.last_error,
         None if m.failure_reason is None else m.failure_reason.value,
         None if m.backoff is None else list(dataclasses.astuple(m.backoff)),
+        None if m.returned is None else list(m.returned),
     ]
 
 
@@ -183,7 +184,8 @@ def _load_message(fields: list[Any]) -> Message:
         last_error,
         failure_reason,
         backoff,
-    ) = fields if len(fields) == 21 else [*fields, None]  # snapshots before backoff: 20
+        returned,
+    ) = [*fields, None, None][:22]  # older snapshots: 20 (before backoff), 21 (before returned)
     message = Message(
         message_id,
         payload,
@@ -207,4 +209,5 @@ def _load_message(fields: list[Any]) -> Message:
     message.lease_ms = lease_ms
     message.last_error = last_error
     message.failure_reason = None if failure_reason is None else FailureReason(failure_reason)
+    message.returned = None if returned is None else (returned[0], returned[1])
     return message

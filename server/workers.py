@@ -356,8 +356,8 @@ class WorkerSessions:
             self._give_back(request.session_id, items)
         if unavailable:
             # Not the leader (or stopping): fail the call, so the worker sends
-            # it again where it can apply. What did apply fails cleanly then
-            # (a lost lock), and is not repeated.
+            # it again where it can apply. What did apply answers as before
+            # (a settle repeated for the same lease), and is not repeated.
             await abort_with(context, unavailable[0])
         return pb.SettleManyResponse(results=results)
 

@@ -29,6 +29,7 @@ class ModelMessage:
     deliveries: int = 0
     lock_id: str | None = None
     acked_lock: str | None = None  # the lease an ack settled
+    returned: tuple[str, bool] | None = None  # (lock, by a nack?) a nack or release gave back
     lock_deadline: int | None = None
     lease_ms: int = 0
     updated_at: int = 0
@@ -175,6 +176,14 @@ class Model:
             return "LockLost"
         return m
 
+    def given_back(self, message_id: str, lock_id: str, by_nack: bool) -> ModelMessage | None:
+        """The message a nack (or release) of ``lock_id`` gave back, not leased since."""
+        m = self.messages.get(message_id)
+        states = (READY, DELAYED, DEAD) if by_nack else (READY, DELAYED)
+        if m is None or m.returned != (lock_id, by_nack) or m.state not in states:
+            return None
+        return m
+
     def ack(self, message_id: str, lock_id: str, now: int) -> str | None:
         m = self.locked(message_id, lock_id, now)
         if isinstance(m, str):
@@ -197,7 +206,15 @@ class Model:
     ) -> NackOutcome | str:
         m = self.locked(message_id, lock_id, now)
         if isinstance(m, str):
+            back = self.given_back(message_id, lock_id, by_nack=True)
+            if m == "LockLost" and back is not None:
+                # The same lease nacked again changes nothing; it says where
+                # the message is now.
+                return {DEAD: NackOutcome.DEAD_LETTERED, DELAYED: NackOutcome.DELAYED}.get(
+                    back.state, NackOutcome.REQUEUED
+                )
             return m
+        m.returned = (lock_id, True)
         m.updated_at = now
         m.failure_reason = FailureReason.PROCESSING_ERROR
         self.totals["nacked"] += 1
@@ -234,7 +251,11 @@ class Model:
     def release(self, message_id: str, lock_id: str, now: int, delay_ms: int) -> int | str:
         m = self.locked(message_id, lock_id, now)
         if isinstance(m, str):
+            back = self.given_back(message_id, lock_id, by_nack=False)
+            if m == "LockLost" and back is not None:
+                return back.visible_at  # released again: nothing changes
             return m
+        m.returned = (lock_id, False)
         m.updated_at = now
         m.deliveries = max(0, m.deliveries - 1)
         visible_at = now + delay_ms

@@ -94,6 +94,43 @@ def test_ack_settles_once_and_a_repeated_ack_of_the_same_lease_changes_nothing(
     assert h.get(message.id).updated_at == view.updated_at
 
 
+def test_a_repeated_nack_or_release_of_the_same_lease_answers_and_changes_nothing(
+    h: Harness,
+) -> None:
+    h.put()
+    h.put()
+    nacked, released = h.take(2)
+    first = h.engine.nack("ns", "q", nacked.id, nacked.lock_id or "", now=h.now, delay_ms=500)
+    visible = h.engine.release("ns", "q", released.id, released.lock_id or "", now=h.now)
+    assert first.outcome is NackOutcome.DELAYED and visible == h.now
+    after_first = h.engine.snapshot()
+    views, totals = [h.get(m.id) for m in (nacked, released)], h.stats().totals
+    # The client lost the answers (a failover) and retries: the same leases, again.
+    h.now += 100
+    for engine in (h.engine, Engine.restore(after_first)):  # the memory survives a snapshot
+        again = engine.nack("ns", "q", nacked.id, nacked.lock_id or "", now=h.now, delay_ms=9)
+        assert again == first
+        assert engine.release("ns", "q", released.id, released.lock_id or "", now=h.now) == visible
+        # A nack's lock cannot release, nor a release's nack, nor another lock settle.
+        with pytest.raises(LockLost):
+            engine.release("ns", "q", nacked.id, nacked.lock_id or "", now=h.now)
+        with pytest.raises(LockLost):
+            engine.nack("ns", "q", released.id, released.lock_id or "", now=h.now)
+        with pytest.raises(LockLost):
+            engine.nack("ns", "q", nacked.id, "L99", now=h.now)
+    # Nothing changed, not even a counter.
+    assert [h.get(m.id) for m in (nacked, released)] == views
+    assert h.stats().totals == totals and totals["nacked"] == 1
+
+    # Once the message is leased again, the old lease is simply lost.
+    h.now += 1_000
+    h.take(2)
+    with pytest.raises(LockLost):
+        h.engine.nack("ns", "q", nacked.id, nacked.lock_id or "", now=h.now)
+    with pytest.raises(LockLost):
+        h.engine.release("ns", "q", released.id, released.lock_id or "", now=h.now)
+
+
 def test_a_lease_that_ended_without_an_ack_cannot_be_acked_later(h: Harness) -> None:
     h.put()
     first = h.take_one()
