@@ -24,7 +24,6 @@ from kokaq.core.errors import (
     ConfigError,
     InvalidArgument,
     KokaqError,
-    LockLost,
     MessageExists,
     NamespaceExists,
     NotEmpty,
@@ -428,13 +427,9 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
         if delay_ms is not None:
             check_int("delay_ms", delay_ms, 0, MAX_DELAY_MS)
         check_bool("dead_letter", dead_letter)
-        try:
-            message = q.locked(message_id, lock_id, now)
-        except LockLost:
-            back = q.given_back(message_id, lock_id, by_nack=True)
-            if back is None:
-                raise
-            return _nacked(back)  # the same lease nacked again: where it went
+        message, live = q.settling(message_id, lock_id, now, by_nack=True)
+        if not live:
+            return _nacked(message)  # the same lease nacked again: where it went
         return q.nack(message, now, reason, error, delay_ms, dead_letter)
 
     def extend(
@@ -501,13 +496,9 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
             visible_at = now + check_int("delay_ms", delay_ms, 0, MAX_DELAY_MS)
         elif visible_at is not None:
             check_int("visible_at", visible_at, 0, now + MAX_DELAY_MS)
-        try:
-            message = q.locked(message_id, lock_id, now)
-        except LockLost:
-            back = q.given_back(message_id, lock_id, by_nack=False)
-            if back is None:
-                raise
-            return back.visible_at  # the same lease released again
+        message, live = q.settling(message_id, lock_id, now, by_nack=False)
+        if not live:
+            return message.visible_at  # the same lease released again
         return q.release(message, max(now, visible_at or now), now)
 
     # -- reading -----------------------------------------------------------------------

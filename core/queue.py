@@ -300,16 +300,24 @@ class Queue:
             raise MessageNotFound(self.namespace, self.name, message_id)
         raise LockLost(message_id)
 
-    def given_back(self, message_id: str, lock_id: str, by_nack: bool) -> Message | None:
-        """The message whose lease ``lock_id`` a nack (or a release) gave back,
-        if it still waits for its next lease: a client that lost the answer
-        (a failover) retries, and must not be told its lease was lost."""
-        message = self.messages.get(message_id) if type(message_id) is str else None
-        if message is None or message.returned != (lock_id, by_nack):
-            return None
-        if message.state is READY or message.state is DELAYED:
-            return message
-        return message if by_nack and message.state is DEAD else None
+    def settling(
+        self, message_id: str, lock_id: str, now: int, by_nack: bool
+    ) -> tuple[Message, bool]:
+        """The message a nack (or a release) of ``lock_id`` settles, and whether
+        that lease is live. Not live: that same settle already gave the message
+        back and it waits for its next lease — a client that lost the answer (a
+        failover) retries, and must not be told its lease was lost."""
+        try:
+            return self.locked(message_id, lock_id, now), True
+        except LockLost:
+            message = self.messages[message_id]  # locked() raised LockLost: it exists
+            if message.returned == (lock_id, by_nack) and (
+                message.state is READY
+                or message.state is DELAYED
+                or (by_nack and message.state is DEAD)
+            ):
+                return message, False
+            raise
 
     # -- settling a lease --------------------------------------------------------
 

@@ -4,6 +4,7 @@ handlers with, no server needed."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from kokaq.client import Client, Job, Worker
@@ -11,6 +12,14 @@ from kokaq.client.testing import AsyncInProcessTransport, InProcessTransport
 from kokaq.client.transport import SETTLE_MANY
 from kokaq.core import MessageState, QueueConfig
 from kokaq.protocol.jobs import job_spec
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Wait for ``condition`` (at most ``seconds``; the test's asserts say the rest)."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
 
 
 def test_handlers_run_and_jobs_settle_in_process() -> None:
@@ -39,10 +48,7 @@ def test_handlers_run_and_jobs_settle_in_process() -> None:
     async def run_until_settled() -> None:
         stop = asyncio.Event()
         running = asyncio.create_task(worker.run_async(stop))
-        for _ in range(500):
-            if worker.processed == 3:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: worker.processed == 3)
         stop.set()
         await running
 
@@ -91,19 +97,13 @@ def test_a_handler_takes_its_next_job_while_the_last_settle_travels() -> None:
         stop = asyncio.Event()
         running = asyncio.create_task(worker.run_async(stop))
         try:
-            for _ in range(300):
-                if len(started) == 2:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: len(started) == 2)
             # One handler at a time, yet both ran before the first settle's answer.
             assert sorted(started) == sorted(ids)
             assert worker.processed == 0
         finally:
             held.gate.set()
-            for _ in range(300):
-                if worker.processed == 2:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: worker.processed == 2)
             stop.set()
             await running
 
