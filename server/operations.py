@@ -277,7 +277,7 @@ OPERATIONS: dict[str, Operation] = {
         pb.EnqueueBatchRequest,
         pb.EnqueueBatchResponse,
         _enqueue_batch,
-        lambda rs: pb.EnqueueBatchResponse(results=[cv.enqueue_result_to_proto(r) for r in rs]),
+        cv.enqueue_results_to_proto,
         True,
         (_P,),
     ),

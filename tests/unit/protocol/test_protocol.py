@@ -11,6 +11,7 @@ import pytest
 
 from kokaq.core import (
     Band,
+    EnqueueResult,
     MessageFilter,
     MessageSpec,
     MessageState,
@@ -119,3 +120,15 @@ def test_an_error_without_data_keeps_its_message() -> None:
     for error in (e.FailedPrecondition("the leader cannot remove itself"), e.KokaqError("boom")):
         rebuilt = error_from_detail(error_detail(error))
         assert type(rebuilt) is type(error) and rebuilt.message == error.message
+
+
+def test_a_batch_of_enqueue_results_converts_as_each_one_does() -> None:
+    results = [
+        EnqueueResult("m1", MessageState.READY, 1_000, False),
+        EnqueueResult("m2", MessageState.DELAYED, 5_000, False),
+        EnqueueResult("m3", None, None, True),  # a duplicate whose first message is gone
+    ]
+    built = cv.enqueue_results_to_proto(results)
+    assert list(built.results) == [cv.enqueue_result_to_proto(r) for r in results]
+    assert not built.results[2].HasField("visible_at")
+    assert [cv.enqueue_result_from_proto(r) for r in built.results] == results
