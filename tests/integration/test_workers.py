@@ -279,6 +279,47 @@ def test_a_waiting_worker_leases_a_job_in_the_log_entry_that_enqueues_it(
         channel.close()  # ends the stream
 
 
+def test_jobs_handed_to_a_waiting_worker_stay_within_its_credit(
+    node: NodeProcess, http: httpx.Client
+) -> None:
+    """Five jobs arrive at once for a session with credit 2: it is handed two,
+    and the third only once it settles one."""
+    queue = make_queue(http, visibility_timeout_ms=60_000)
+    channel = grpc.insecure_channel(node.grpc)
+    transport = GrpcTransport(node.grpc)
+    lease = channel.unary_stream(
+        "/kokaq.v1.Workers/Lease",
+        request_serializer=pb.LeaseRequest.SerializeToString,
+        response_deserializer=pb.LeaseEvent.FromString,
+    )
+    request = pb.LeaseRequest(namespace="default", queues=[pb.QueueWeight(queue=queue)], credit=2)
+    try:
+        events = iter(lease(request, timeout=30))
+        session = next(events).session_id
+        time.sleep(0.05)  # the session is waiting
+        jobs = [{"type": "ok", "payload": n, "queue": queue} for n in range(5)]
+        response = http.post("/v1/jobs/batch", json={"jobs": jobs})
+        assert response.status_code == 201, response.text
+        ids = [job["id"] for job in response.json()["jobs"]]
+        held: list[pb.Message] = []
+        while len(held) < 2:
+            held += next(events).jobs
+        time.sleep(0.5)  # time enough for anything more to be leased
+        assert len(held) == 2 and statuses(http, ids) == {"leased": 2, "pending": 3}
+
+        first = held[0]
+        lock = pb.LockRef(
+            namespace="default", queue=queue, message_id=first.id, lock_id=first.lock_id
+        )
+        transport.call(SETTLE, pb.SettleRequest(session_id=session, ack=lock))
+        (third,) = next(events).jobs
+        assert third.id in ids and third.id not in {job.id for job in held}
+        assert statuses(http, ids) == {"succeeded": 1, "leased": 2, "pending": 2}
+    finally:
+        channel.close()  # ends the stream
+        transport.close()
+
+
 def test_worker_rpcs_refuse_bad_input(node: NodeProcess, http: httpx.Client) -> None:
     queue = make_queue(http)
     transport = GrpcTransport(node.grpc)
