@@ -49,6 +49,7 @@ WAKING_OPERATIONS = frozenset(
     {"Enqueue", "EnqueueBatch", "Nack", "Release", "RedriveDead", "UpdateQueue", TICK}
 )
 _RECHECK_SECONDS = 2.0
+_NEVER = 2**63  # a time after every lease deadline
 
 
 class Wakeup:
@@ -84,12 +85,19 @@ class _Session:
         # Dequeues proposed for it, in log order, and how many jobs each asks for.
         self.handoffs: deque[tuple[asyncio.Future[Any], int]] = deque()
         self.asked = 0  # jobs its Dequeues in flight may still bring
+        self._sweep_at = _NEVER  # no held lease ends before this (a lower bound)
+
+    def hold(self, jobs: list[Any]) -> None:
+        for job in jobs:
+            self.held[(job.id, job.lock_id)] = job.lock_deadline
+            self._sweep_at = min(self._sweep_at, job.lock_deadline)
 
     def free(self, now: int) -> int:
         """Credit neither held by leased jobs nor asked for by Dequeues in flight."""
-        for lock, deadline in list(self.held.items()):
-            if deadline <= now:  # the lease ran out; the job is back in its queue
-                del self.held[lock]
+        if self.held and self._sweep_at <= now:
+            # Leases that ran out: their jobs are back in the queue.
+            self.held = {lock: end for lock, end in self.held.items() if end > now}
+            self._sweep_at = min(self.held.values(), default=_NEVER)
         return self.credit - len(self.held) - self.asked
 
 
@@ -194,8 +202,7 @@ class WorkerSessions:
                     if not jobs:
                         await self._park(session, work)
                         continue
-                for job in jobs:
-                    session.held[(job.id, job.lock_id)] = job.lock_deadline
+                session.hold(jobs)
                 yield pb.LeaseEvent(jobs=[cv.message_to_proto(job) for job in jobs])
         except KokaqError as error:  # not the leader any more, say
             await abort_with(context, error)
