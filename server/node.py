@@ -144,7 +144,15 @@ class _Node:
                 except KokaqError:
                     return None
 
-        workers = WorkerSessions(gateway, wakeup, ready_count, committer.propose)
+        def lease_end(namespace: str, queue: str, message_id: str, lock_id: str) -> int | None:
+            with raft.lock:
+                try:
+                    view = raft.engine.get_message(namespace, queue, message_id)
+                except KokaqError:
+                    return None
+            return view.lock_deadline if view.lock_id == lock_id else None
+
+        workers = WorkerSessions(gateway, wakeup, ready_count, committer.propose, lease_end)
         gateway.on_write = workers.saw_write
         committer.before_flush = workers.lease_arrivals
         metrics.worker_streams.set_function(lambda: workers.count)

@@ -8,7 +8,8 @@ nothing ready, the session sleeps until the log applies something that can
 make a job ready — an enqueue, a nack, a release, a redrive, a tick that
 promoted delayed jobs or ended leases — so no one polls. (A session also
 looks again every few seconds, and forgets leases whose deadline passed:
-their jobs went back to the queue, so their credit is free.)
+their jobs went back to the queue, so their credit is free. A lease the
+worker's heartbeats refreshed is not forgotten: the session asks the engine.)
 
 A job enqueued while sessions wait for it does not even wait for that: the
 node proposes their Dequeues right behind the enqueue, in the same flush of
@@ -71,15 +72,29 @@ class Wakeup:
             self.notify()
 
 
+ReadyCount = Callable[[str, str], "int | None"]  # (namespace, queue) -> ready now, if known
+Propose = Callable[[str, bytes, list[str]], "asyncio.Future[Any]"]  # Committer.propose
+# (namespace, queue, message id, lock id) -> that lease's deadline now, if it is live
+LeaseEnd = Callable[[str, str, str, str], "int | None"]
+
+
 class _Session:
-    def __init__(self, session_id: str, credit: int, dequeue: pb.DequeueRequest) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        credit: int,
+        dequeue: pb.DequeueRequest,
+        lease_end: LeaseEnd | None = None,
+    ) -> None:
         self.id = session_id
+        self._lease_end = lease_end
         self.credit = credit
         self.dequeue = dequeue
         self.where: tuple[str, str] | None = None  # (namespace, queue) of a single-queue session
         if len(dequeue.queues) == 1:
             self.where = (dequeue.namespace, dequeue.queues[0].queue)
-        self.held: dict[tuple[str, str], int] = {}  # (message id, lock id) -> lock deadline
+        # (message id, lock id) -> (lock deadline, namespace, queue)
+        self.held: dict[tuple[str, str], tuple[int, str, str]] = {}
         self.settled = asyncio.Event()
         self.wake = asyncio.Event()  # set when a Dequeue is proposed for it
         # Dequeues proposed for it, in log order, and how many jobs each asks for.
@@ -89,16 +104,28 @@ class _Session:
 
     def hold(self, jobs: list[Any]) -> None:
         for job in jobs:
-            self.held[(job.id, job.lock_id)] = job.lock_deadline
+            self.held[(job.id, job.lock_id)] = (job.lock_deadline, job.namespace, job.queue)
             self._sweep_at = min(self._sweep_at, job.lock_deadline)
 
     def free(self, now: int) -> int:
         """Credit neither held by leased jobs nor asked for by Dequeues in flight."""
         if self.held and self._sweep_at <= now:
-            # Leases that ran out: their jobs are back in the queue.
-            self.held = {lock: end for lock, end in self.held.items() if end > now}
-            self._sweep_at = min(self.held.values(), default=_NEVER)
+            self._sweep(now)
         return self.credit - len(self.held) - self.asked
+
+    def _sweep(self, now: int) -> None:
+        """Forget the leases that ran out: their jobs are back in the queue. A
+        lease the worker's heartbeats refreshed past its first deadline is still
+        the worker's: ``lease_end`` tells its deadline now."""
+        kept: dict[tuple[str, str], tuple[int, str, str]] = {}
+        for lock, (first_end, namespace, queue) in self.held.items():
+            end = first_end
+            if end <= now and self._lease_end is not None:
+                end = self._lease_end(namespace, queue, *lock) or end
+            if end > now:
+                kept[lock] = (end, namespace, queue)
+        self.held = kept
+        self._sweep_at = min((end for end, _, _ in kept.values()), default=_NEVER)
 
 
 async def _first(*events: asyncio.Event, timeout: float) -> None:
@@ -108,10 +135,6 @@ async def _first(*events: asyncio.Event, timeout: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-ReadyCount = Callable[[str, str], "int | None"]  # (namespace, queue) -> ready now, if known
-Propose = Callable[[str, bytes, list[str]], "asyncio.Future[Any]"]  # Committer.propose
 
 
 class WorkerSessions:
@@ -134,11 +157,13 @@ class WorkerSessions:
         wakeup: Wakeup,
         ready_count: ReadyCount | None = None,
         propose: Propose | None = None,
+        lease_end: LeaseEnd | None = None,
     ) -> None:
         self._gateway = gateway
         self._wakeup = wakeup
         self._ready_count = ready_count
         self._propose = propose
+        self._lease_end = lease_end
         self._claimed: dict[tuple[str, str], int] = {}
         self._arrivals: dict[tuple[str, str], int] = {}  # ready jobs proposed, by queue
         self._turn = 0  # rotates which waiting session is handed arrivals first
@@ -164,7 +189,7 @@ class WorkerSessions:
         except KokaqError as error:
             await abort_with(context, error)
             return
-        session = _Session(new_ids(1)[0], int(request.credit), dequeue)
+        session = _Session(new_ids(1)[0], int(request.credit), dequeue, self._lease_end)
         self._sessions[session.id] = session
         try:
             yield pb.LeaseEvent(session_id=session.id)

@@ -320,6 +320,44 @@ def test_jobs_handed_to_a_waiting_worker_stay_within_its_credit(
         transport.close()
 
 
+def test_a_lease_kept_by_heartbeats_keeps_its_credit(node: NodeProcess, http: httpx.Client) -> None:
+    """A job that outlives its first lease deadline, refreshed as a worker's
+    heartbeats do, still holds its credit: the node pushes nothing more."""
+    queue = make_queue(http, visibility_timeout_ms=1_000)
+    channel = grpc.insecure_channel(node.grpc)
+    transport = GrpcTransport(node.grpc)
+    lease = channel.unary_stream(
+        "/kokaq.v1.Workers/Lease",
+        request_serializer=pb.LeaseRequest.SerializeToString,
+        response_deserializer=pb.LeaseEvent.FromString,
+    )
+    request = pb.LeaseRequest(namespace="default", queues=[pb.QueueWeight(queue=queue)], credit=1)
+    try:
+        events = iter(lease(request, timeout=30))
+        session = next(events).session_id
+        first_id = submit(http, queue, "ok", "long")
+        (first,) = next(events).jobs
+        assert first.id == first_id
+        lock = pb.LockRef(
+            namespace="default", queue=queue, message_id=first.id, lock_id=first.lock_id
+        )
+        second = submit(http, queue, "ok", "waits")
+        seen = set()
+        until = time.monotonic() + 3.5  # past the first deadline and a 2 s re-check
+        while time.monotonic() < until:
+            transport.call("Refresh", lock)
+            seen.add((job(http, first_id)["status"], job(http, second)["status"]))
+            time.sleep(0.2)
+        assert seen == {("leased", "pending")}  # the second never took the first's credit
+
+        transport.call(SETTLE, pb.SettleRequest(session_id=session, ack=lock))
+        (pushed,) = next(events).jobs
+        assert pushed.id == second
+    finally:
+        channel.close()  # ends the stream
+        transport.close()
+
+
 def test_worker_rpcs_refuse_bad_input(node: NodeProcess, http: httpx.Client) -> None:
     queue = make_queue(http)
     transport = GrpcTransport(node.grpc)
