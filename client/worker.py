@@ -440,9 +440,15 @@ class Worker:
         session: str,
         message: MessageView,
     ) -> None:
+        left_ms = (message.lock_deadline or 0) - int(time.time() * 1000)
+        if left_ms <= 0:
+            # It waited here past its lease: the node has taken it back, and
+            # another worker may be running it. Its settle would fail anyway.
+            log.warning("job %s waited past its lease; not run here", message.id)
+            return
         job = job_of(message)
         handler = self._handlers.get(job.type or "")
-        lease_ms = max(1_000, (message.lock_deadline or 0) - int(time.time() * 1000))
+        lease_ms = max(1_000, left_ms)
         self._leases[message.id] = _Lease(message, lease_ms, time.monotonic() + lease_ms / 3000)
         error: BaseException | None = None
         try:

@@ -109,3 +109,39 @@ def test_a_handler_takes_its_next_job_while_the_last_settle_travels() -> None:
 
     asyncio.run(run())
     assert all(queue.get(i).state is MessageState.SUCCEEDED for i in ids)
+
+
+def test_a_job_that_waited_past_its_lease_is_not_run_twice() -> None:
+    """One handler, two jobs held: the second waits behind a slow first one
+    until its 1 s lease has ended. The node (here the engine) has it back and
+    leases it again; the stale copy is skipped, so it runs once."""
+    transport = InProcessTransport()
+    client = Client(transport=transport)
+    client.create_namespace("default")
+    client.create_queue("default", "q", QueueConfig(visibility_timeout_ms=1_000))
+    queue = client.queue("default", "q")
+    jobs = [job_spec("slow", {}), job_spec("quick", {})]
+    slow, quick = (r.message_id for r in queue.enqueue_many(jobs))
+    runs: list[tuple[str, int]] = []
+    worker = Worker(queues=["q"], concurrency=1, transport=AsyncInProcessTransport(sync=transport))
+
+    @worker.handler("slow")
+    async def take_time(job: Job) -> None:
+        await asyncio.sleep(1.6)
+
+    @worker.handler("quick")
+    def record(job: Job) -> None:
+        runs.append((job.id, job.attempts))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        await until(lambda: worker.processed == 2)
+        await asyncio.sleep(0.2)  # a stale copy would run now
+        stop.set()
+        await running
+
+    asyncio.run(run())
+    assert runs == [(quick, 2)]  # once, on its second lease
+    assert queue.get(slow).state is MessageState.SUCCEEDED
+    assert queue.get(quick).state is MessageState.SUCCEEDED
