@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,34 @@ def test_node_restart_with_workers_connected_loses_and_repeats_nothing(tmp_path:
         node.kill()
 
 
+@contextmanager
+def lease_stream(node: NodeProcess, queue: str, credit: int) -> Iterator[Iterator[pb.LeaseEvent]]:
+    """A raw ``Workers.Lease`` stream on ``queue``, opened as a worker opens
+    it, and a transport for the calls a worker makes; closing ends the stream."""
+    channel = grpc.insecure_channel(node.grpc)
+    lease = channel.unary_stream(
+        "/kokaq.v1.Workers/Lease",
+        request_serializer=pb.LeaseRequest.SerializeToString,
+        response_deserializer=pb.LeaseEvent.FromString,
+    )
+    request = pb.LeaseRequest(
+        namespace="default", queues=[pb.QueueWeight(queue=queue)], credit=credit
+    )
+    try:
+        yield iter(lease(request, timeout=30))
+    finally:
+        channel.close()
+
+
+def lock_of(message: pb.Message) -> pb.LockRef:
+    return pb.LockRef(
+        namespace=message.namespace,
+        queue=message.queue,
+        message_id=message.id,
+        lock_id=message.lock_id,
+    )
+
+
 def test_a_waiting_worker_leases_a_job_in_the_log_entry_that_enqueues_it(
     node: NodeProcess, http: httpx.Client
 ) -> None:
@@ -253,16 +282,7 @@ def test_a_waiting_worker_leases_a_job_in_the_log_entry_that_enqueues_it(
     proposed right behind the enqueue: both apply in one Raft entry, stamped
     with one time, so the lease starts at the job's creation, to the ms."""
     queue = make_queue(http, visibility_timeout_ms=60_000)
-    channel = grpc.insecure_channel(node.grpc)
-    lease = channel.unary_stream(
-        "/kokaq.v1.Workers/Lease",
-        request_serializer=pb.LeaseRequest.SerializeToString,
-        response_deserializer=pb.LeaseEvent.FromString,
-    )
-    request = pb.LeaseRequest(namespace="default", queues=[pb.QueueWeight(queue=queue)], credit=8)
-    stream = lease(request, timeout=30)
-    try:
-        events = iter(stream)
+    with lease_stream(node, queue, credit=8) as events:
         assert next(events).session_id
         for n in range(5):
             time.sleep(0.05)  # the session is waiting again
@@ -275,8 +295,6 @@ def test_a_waiting_worker_leases_a_job_in_the_log_entry_that_enqueues_it(
         (leased,) = next(events).jobs
         assert leased.id == delayed
         assert leased.lock_deadline - 60_000 >= leased.created_at + 1000
-    finally:
-        channel.close()  # ends the stream
 
 
 def test_jobs_handed_to_a_waiting_worker_stay_within_its_credit(
@@ -285,16 +303,8 @@ def test_jobs_handed_to_a_waiting_worker_stay_within_its_credit(
     """Five jobs arrive at once for a session with credit 2: it is handed two,
     and the third only once it settles one."""
     queue = make_queue(http, visibility_timeout_ms=60_000)
-    channel = grpc.insecure_channel(node.grpc)
     transport = GrpcTransport(node.grpc)
-    lease = channel.unary_stream(
-        "/kokaq.v1.Workers/Lease",
-        request_serializer=pb.LeaseRequest.SerializeToString,
-        response_deserializer=pb.LeaseEvent.FromString,
-    )
-    request = pb.LeaseRequest(namespace="default", queues=[pb.QueueWeight(queue=queue)], credit=2)
-    try:
-        events = iter(lease(request, timeout=30))
+    with closing(transport), lease_stream(node, queue, credit=2) as events:
         session = next(events).session_id
         time.sleep(0.05)  # the session is waiting
         jobs = [{"type": "ok", "payload": n, "queue": queue} for n in range(5)]
@@ -307,55 +317,34 @@ def test_jobs_handed_to_a_waiting_worker_stay_within_its_credit(
         time.sleep(0.5)  # time enough for anything more to be leased
         assert len(held) == 2 and statuses(http, ids) == {"leased": 2, "pending": 3}
 
-        first = held[0]
-        lock = pb.LockRef(
-            namespace="default", queue=queue, message_id=first.id, lock_id=first.lock_id
-        )
-        transport.call(SETTLE, pb.SettleRequest(session_id=session, ack=lock))
+        transport.call(SETTLE, pb.SettleRequest(session_id=session, ack=lock_of(held[0])))
         (third,) = next(events).jobs
         assert third.id in ids and third.id not in {job.id for job in held}
         assert statuses(http, ids) == {"succeeded": 1, "leased": 2, "pending": 2}
-    finally:
-        channel.close()  # ends the stream
-        transport.close()
 
 
 def test_a_lease_kept_by_heartbeats_keeps_its_credit(node: NodeProcess, http: httpx.Client) -> None:
     """A job that outlives its first lease deadline, refreshed as a worker's
     heartbeats do, still holds its credit: the node pushes nothing more."""
     queue = make_queue(http, visibility_timeout_ms=1_000)
-    channel = grpc.insecure_channel(node.grpc)
     transport = GrpcTransport(node.grpc)
-    lease = channel.unary_stream(
-        "/kokaq.v1.Workers/Lease",
-        request_serializer=pb.LeaseRequest.SerializeToString,
-        response_deserializer=pb.LeaseEvent.FromString,
-    )
-    request = pb.LeaseRequest(namespace="default", queues=[pb.QueueWeight(queue=queue)], credit=1)
-    try:
-        events = iter(lease(request, timeout=30))
+    with closing(transport), lease_stream(node, queue, credit=1) as events:
         session = next(events).session_id
         first_id = submit(http, queue, "ok", "long")
         (first,) = next(events).jobs
         assert first.id == first_id
-        lock = pb.LockRef(
-            namespace="default", queue=queue, message_id=first.id, lock_id=first.lock_id
-        )
         second = submit(http, queue, "ok", "waits")
         seen = set()
         until = time.monotonic() + 3.5  # past the first deadline and a 2 s re-check
         while time.monotonic() < until:
-            transport.call("Refresh", lock)
+            transport.call("Refresh", lock_of(first))
             seen.add((job(http, first_id)["status"], job(http, second)["status"]))
             time.sleep(0.2)
         assert seen == {("leased", "pending")}  # the second never took the first's credit
 
-        transport.call(SETTLE, pb.SettleRequest(session_id=session, ack=lock))
+        transport.call(SETTLE, pb.SettleRequest(session_id=session, ack=lock_of(first)))
         (pushed,) = next(events).jobs
         assert pushed.id == second
-    finally:
-        channel.close()  # ends the stream
-        transport.close()
 
 
 def test_worker_rpcs_refuse_bad_input(node: NodeProcess, http: httpx.Client) -> None:
