@@ -333,8 +333,7 @@ class Worker:
         inbox: asyncio.Queue[tuple[str, MessageView] | None] = asyncio.Queue()
         running: dict[asyncio.Task[None], tuple[str, MessageView]] = {}
         runners = [
-            asyncio.create_task(self._runner(transport, pool, inbox, running))
-            for _ in range(self.concurrency)
+            asyncio.create_task(self._runner(pool, inbox, running)) for _ in range(self.concurrency)
         ]
         self._settler = _Settler(transport)
         settling = asyncio.create_task(self._settler.run())
@@ -349,7 +348,7 @@ class Worker:
             self._stopping.set()
             feeder.cancel()
             stopped.cancel()
-            await self._drain(transport, inbox, runners, running)
+            await self._drain(inbox, runners, running)
             await self._settler.drained()
             settling.cancel()
             heartbeats.cancel()
@@ -359,7 +358,6 @@ class Worker:
 
     async def _drain(
         self,
-        transport: WorkerTransport,
         inbox: asyncio.Queue[tuple[str, MessageView] | None],
         runners: list[asyncio.Task[None]],
         running: dict[asyncio.Task[None], tuple[str, MessageView]],
@@ -415,7 +413,6 @@ class Worker:
 
     async def _runner(
         self,
-        transport: WorkerTransport,
         pool: _HandlerThreads,
         inbox: asyncio.Queue[tuple[str, MessageView] | None],
         running: dict[asyncio.Task[None], tuple[str, MessageView]],
@@ -429,13 +426,12 @@ class Worker:
                 continue
             running[me] = item
             try:
-                await self._process(transport, pool, *item)
+                await self._process(pool, *item)
             finally:
                 running.pop(me, None)
 
     async def _process(
         self,
-        transport: WorkerTransport,
         pool: _HandlerThreads,
         session: str,
         message: MessageView,

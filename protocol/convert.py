@@ -360,27 +360,26 @@ def message_from_proto(message: pb.Message) -> MessageView:
     )
 
 
-def enqueue_result_to_proto(result: EnqueueResult) -> pb.EnqueueResult:
-    return pb.EnqueueResult(
-        message_id=result.message_id,
-        state=state_to_proto(result.state),
-        visible_at=result.visible_at,
-        duplicate=result.duplicate,
-    )
+def enqueue_result_to_proto(
+    result: EnqueueResult, into: pb.EnqueueResult | None = None
+) -> pb.EnqueueResult:
+    """``result`` as protobuf, filled into ``into`` if given (an element just
+    added to a repeated field: no copy)."""
+    message = pb.EnqueueResult() if into is None else into
+    message.message_id = result.message_id
+    message.state = state_to_proto(result.state)
+    message.duplicate = result.duplicate
+    if result.visible_at is not None:
+        message.visible_at = result.visible_at
+    return message
 
 
 def enqueue_results_to_proto(results: Sequence[EnqueueResult]) -> pb.EnqueueBatchResponse:
-    """Built in place (``add``): half the cost of building each result and copying it in."""
+    """Built in place: half the cost of building each result and copying it in."""
     response = pb.EnqueueBatchResponse()
     add = response.results.add
     for result in results:
-        item = add(
-            message_id=result.message_id,
-            state=state_to_proto(result.state),
-            duplicate=result.duplicate,
-        )
-        if result.visible_at is not None:
-            item.visible_at = result.visible_at
+        enqueue_result_to_proto(result, add())
     return response
 
 

@@ -213,7 +213,7 @@ class WorkerSessions:
                         session.settled.clear()
                         await _first(session.settled, self._stopping, timeout=_RECHECK_SECONDS)
                         continue
-                    claim = self._claim(dequeue, free)
+                    claim = self._claim(session.where, free)
                     if claim == 0:
                         await self._park(session, work)
                         continue
@@ -223,7 +223,7 @@ class WorkerSessions:
                         jobs = await self._gateway.run_authorized("Dequeue", dequeue)
                     finally:
                         session.asked -= claim
-                        self._unclaim(dequeue, claim)
+                        self._unclaim(session.where, claim)
                     if not jobs:
                         await self._park(session, work)
                         continue
@@ -286,12 +286,12 @@ class WorkerSessions:
                 if left <= 0:
                     break
 
-    def _claim(self, dequeue: pb.DequeueRequest, free: int) -> int:
-        """How many jobs to ask for: ``free``, or for a single queue whose ready
-        count is known, no more than what other sessions have not claimed."""
-        if self._ready_count is None or len(dequeue.queues) != 1:
+    def _claim(self, where: tuple[str, str] | None, free: int) -> int:
+        """How many jobs to ask for: ``free``, or for a single queue (``where``)
+        whose ready count is known, no more than what other sessions have not
+        claimed."""
+        if self._ready_count is None or where is None:
             return free
-        where = (dequeue.namespace, dequeue.queues[0].queue)
         ready = self._ready_count(*where)
         if ready is None:
             return free  # unknown (a missing queue, say): the Dequeue will tell
@@ -304,10 +304,9 @@ class WorkerSessions:
             self._claimed[where] = self._claimed.get(where, 0) + claim
         return claim
 
-    def _unclaim(self, dequeue: pb.DequeueRequest, claim: int) -> None:
-        if self._ready_count is None or len(dequeue.queues) != 1:
+    def _unclaim(self, where: tuple[str, str] | None, claim: int) -> None:
+        if self._ready_count is None or where is None:
             return
-        where = (dequeue.namespace, dequeue.queues[0].queue)
         left = self._claimed.get(where, 0) - claim
         if left > 0:
             self._claimed[where] = left

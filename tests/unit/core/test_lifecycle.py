@@ -118,6 +118,13 @@ def test_a_repeated_nack_or_release_of_the_same_lease_answers_and_changes_nothin
             engine.nack("ns", "q", released.id, released.lock_id or "", now=h.now)
         with pytest.raises(LockLost):
             engine.nack("ns", "q", nacked.id, "L99", now=h.now)
+        # A repeat is still checked like any call: bad input is refused first.
+        with pytest.raises(InvalidArgument) as bad:
+            engine.nack("ns", "q", nacked.id, nacked.lock_id or "", now=h.now, delay_ms=-1)
+        assert bad.value.field == "delay_ms"
+        with pytest.raises(InvalidArgument) as bad:
+            engine.release("ns", "q", released.id, released.lock_id or "", now=h.now, delay_ms=-1)
+        assert bad.value.field == "delay_ms"
     # Nothing changed, not even a counter.
     assert [h.get(m.id) for m in (nacked, released)] == views
     assert h.stats().totals == totals and totals["nacked"] == 1
