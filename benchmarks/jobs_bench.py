@@ -18,7 +18,8 @@ Measures in one run (this machine is noisy, so the baselines are measured here t
     carrying its submit time; the handlers record when they start. The wait
     is split in three (p50s and p99s): submit -> enqueue proposed (the job's
     ``created_at``), -> Dequeue proposed (its lease start, ``lock_deadline``
-    less the visibility timeout), -> handler start.
+    less the visibility timeout), -> handler start. With the node's garbage
+    collections meanwhile: how many per second, and how many took over 10 ms.
 
 Each figure is the median of ``--runs`` runs. The last line printed is one
 JSON object. Run from the repository root: ``python -m benchmarks.jobs_bench``.
@@ -99,7 +100,8 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _writes(base: str) -> Counter[str]:
-    """Raft entries the node proposed ("batches") and writes, by operation."""
+    """Raft entries the node proposed ("batches") and writes, by operation; and
+    the node's garbage collections, all of them and those over 10 ms."""
     with httpx.Client(base_url=base) as http:
         samples = scrape(http)
     counts: Counter[str] = Counter()
@@ -108,6 +110,13 @@ def _writes(base: str) -> Counter[str]:
             counts["batches"] += int(value)
         elif name == "kokaq_commit_operations_total":
             counts[dict(labels)["operation"]] += int(value)
+        elif name == "kokaq_gc_pause_seconds_bucket":
+            bound = dict(labels)["le"]
+            if bound == "+Inf":
+                counts["gc"] += int(value)
+                counts["gc_over_10ms"] += int(value)
+            elif bound == "0.01":
+                counts["gc_over_10ms"] -= int(value)
     return counts
 
 
@@ -192,9 +201,13 @@ def one_run(args: argparse.Namespace, directory: Path) -> dict[str, float]:
                 out[f"{name}_per_1k_jobs"] = 1000 * writes[name] / args.jobs
 
             count = int(out["worker_jobs_per_s"] * args.latency_seconds / 2)
+            before = _writes(base)
             _produce(client, "work", count, rate=out["worker_jobs_per_s"] / 2)
             while _acked(client, "work") < args.jobs + count:
                 time.sleep(0.02)
+            collections = _writes(base) - before
+            out["node_gc_per_s_at_half_load"] = collections["gc"] / args.latency_seconds
+            out["node_gc_over_10ms_at_half_load"] = collections["gc_over_10ms"]
             _stop(workers)
         rows = [r for path in directory.glob("lat-*.json") for r in json.loads(path.read_text())]
         latencies = sorted(started - submitted for submitted, _, _, started in rows)

@@ -13,7 +13,9 @@ The engine emits nothing (it is pure); these observe it from outside:
   ``kokaq_raft_journal_{appends,syncs,kept_on_resend,dropped_on_conflict}_total``;
 * counted as they happen on this node — ``kokaq_lease_wait_seconds`` (from the
   moment a message became ready to its first lease, by queue and band),
-  gRPC and HTTP requests and their latency, open worker streams.
+  gRPC and HTTP requests and their latency, open worker streams, and
+  ``kokaq_gc_pause_seconds`` (each garbage collection, by generation: every
+  thread stands still meanwhile; see ``gc_tuning``).
 """
 
 from __future__ import annotations
@@ -23,11 +25,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from kokaq.core import Engine, MessageView, QueueConfig
 from kokaq.server.committer import Committer
+from kokaq.server.gc_tuning import PAUSES, GcPauses
 
 __all__ = ["NodeMetrics", "TOP_KEYS", "band_of"]
 
@@ -206,6 +214,27 @@ class _CommitCollector:
         yield operations
 
 
+class _GcCollector:
+    """The collector's pauses (recorded once ``tune_garbage_collection`` ran)."""
+
+    def __init__(self, pauses: GcPauses) -> None:
+        self._pauses = pauses
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "kokaq_gc_pause_seconds",
+            "Garbage collections and how long each stopped the node, by generation",
+            labels=["generation"],
+        )
+        for generation in range(3):
+            family.add_metric(
+                [str(generation)],
+                buckets=self._pauses.cumulative(generation),
+                sum_value=self._pauses.sums[generation],
+            )
+        yield family
+
+
 class NodeMetrics:
     def __init__(
         self,
@@ -219,6 +248,7 @@ class NodeMetrics:
         self._lock = lock
         self.registry.register(_EngineCollector(engine, lock, raft_status))
         self.registry.register(_CommitCollector(committer))
+        self.registry.register(_GcCollector(PAUSES))
         self.lease_wait = Histogram(
             "kokaq_lease_wait_seconds",
             "From ready (enqueue, or the end of a delay) to the first lease",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import socket
@@ -27,6 +26,7 @@ from kokaq.server.auth import ApiKey, Authenticator
 from kokaq.server.cluster import cluster_handler, cluster_status, readiness, split_address
 from kokaq.server.committer import Committer, wall_clock_ms
 from kokaq.server.gateway import Gateway
+from kokaq.server.gc_tuning import tune_garbage_collection
 from kokaq.server.metrics import NodeMetrics
 from kokaq.server.operations import OPERATIONS
 from kokaq.server.replication import TICK, RaftSettings, ReplicatedEngine
@@ -255,29 +255,6 @@ class _Node:
             await asyncio.sleep(0.5)
             if expired := committer.expire():
                 log.warning("%d write batches had no answer from the Raft log", expired)
-
-
-def tune_garbage_collection() -> None:
-    """A node holds hundreds of thousands of long-lived objects (the messages),
-    and CPython's cyclic collector scans them all on every full collection:
-    tens of milliseconds of stall, straight into the p99. Collect young objects
-    less often, and freeze the survivors of each full collection so the next
-    one scans only what is new. The engine's data is freed by reference
-    counting; garbage cycles among frozen objects wait for every 16th full
-    collection, which scans everything again."""
-    gc.set_threshold(50_000, 50, 100)
-    full_collections = 0
-
-    def freeze_after_full_collection(phase: str, info: dict[str, int]) -> None:
-        nonlocal full_collections
-        if phase == "stop" and info["generation"] == 2:
-            full_collections += 1
-            if full_collections % 16:
-                gc.freeze()
-            else:
-                gc.unfreeze()
-
-    gc.callbacks.append(freeze_after_full_collection)
 
 
 def shorten_thread_switches() -> None:
