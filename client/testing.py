@@ -18,8 +18,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from kokaq.client.transport import CLUSTER_CHANGES, CLUSTER_STATUS, SETTLE, SETTLE_MANY
-from kokaq.core import Engine, FailedPrecondition, KokaqError
+from kokaq.client.transport import (
+    CLUSTER_CHANGES,
+    CLUSTER_STATUS,
+    END_LEASE,
+    SETTLE,
+    SETTLE_MANY,
+)
+from kokaq.core import Engine, FailedPrecondition, InvalidArgument, KokaqError, NotFound
 from kokaq.protocol.errors import error_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.committer import new_ids
@@ -95,8 +101,18 @@ class AsyncInProcessTransport:
     ) -> None:
         self._sync = sync or InProcessTransport(engine)
         self.engine = self._sync.engine
+        self._sessions = 0
+        self._open: set[str] = set()  # sessions whose stream is open
+        self._ending: set[str] = set()  # and were asked to end (EndLease)
 
     async def call(self, name: str, request: Any) -> Any:
+        if name == END_LEASE:
+            if not request.session_id:
+                raise InvalidArgument("session_id", "is required")
+            if request.session_id not in self._open:
+                raise NotFound(f"lease session {request.session_id!r} not found")
+            self._ending.add(request.session_id)
+            return pb.EndLeaseResponse()
         return self._sync.call(name, request)
 
     def lease_stream(self, request: pb.LeaseRequest) -> AsyncIterator[pb.LeaseEvent]:
@@ -105,22 +121,29 @@ class AsyncInProcessTransport:
         return self._lease(request)
 
     async def _lease(self, request: pb.LeaseRequest) -> AsyncIterator[pb.LeaseEvent]:
-        yield pb.LeaseEvent(session_id="in-process")
-        dequeue = pb.DequeueRequest(namespace=request.namespace, queues=request.queues)
-        if request.HasField("visibility_timeout_ms"):
-            dequeue.visibility_timeout_ms = request.visibility_timeout_ms
-        held: list[pb.Message] = []
-        while True:
-            held = [m for m in held if self._still_leased(m)]
-            free = int(request.credit) - len(held)
-            if free > 0:
-                dequeue.max_count = free
-                jobs = list(self._sync.call("Dequeue", dequeue).messages)
-                if jobs:
-                    held += jobs
-                    yield pb.LeaseEvent(jobs=jobs)
-                    continue
-            await asyncio.sleep(self.POLL_SECONDS)
+        self._sessions += 1
+        session = f"in-process-{self._sessions}"
+        self._open.add(session)
+        try:
+            yield pb.LeaseEvent(session_id=session)
+            dequeue = pb.DequeueRequest(namespace=request.namespace, queues=request.queues)
+            if request.HasField("visibility_timeout_ms"):
+                dequeue.visibility_timeout_ms = request.visibility_timeout_ms
+            held: list[pb.Message] = []
+            while session not in self._ending:
+                held = [m for m in held if self._still_leased(m)]
+                free = int(request.credit) - len(held)
+                if free > 0:
+                    dequeue.max_count = free
+                    jobs = list(self._sync.call("Dequeue", dequeue).messages)
+                    if jobs:
+                        held += jobs
+                        yield pb.LeaseEvent(jobs=jobs)
+                        continue
+                await asyncio.sleep(self.POLL_SECONDS)
+        finally:
+            self._open.discard(session)
+            self._ending.discard(session)
 
     def _still_leased(self, message: pb.Message) -> bool:
         ref = pb.MessageRef(namespace=message.namespace, queue=message.queue, message_id=message.id)

@@ -30,6 +30,7 @@ from kokaq.server.service import CONSISTENCY_HEADER
 __all__ = [
     "CLUSTER_CHANGES",
     "CLUSTER_STATUS",
+    "END_LEASE",
     "SETTLE",
     "SETTLE_MANY",
     "AsyncGrpcTransport",
@@ -39,9 +40,10 @@ __all__ = [
 ]
 
 #: The RPCs outside the engine's operation table: the node's Raft status, and
-#: settling a job leased over the worker stream.
+#: settling a job leased over the worker stream, and ending that stream.
 CLUSTER_STATUS = "Status"
 SETTLE = "Settle"
+END_LEASE = "EndLease"
 #: Membership and leadership changes (Cluster service): each answers a ClusterStatus.
 CLUSTER_CHANGES = ("AddMember", "RemoveMember", "TransferLeadership")
 SETTLE_MANY = "SettleMany"
@@ -84,6 +86,8 @@ def _route(name: str) -> tuple[str, Any]:
         return "/kokaq.v1.Workers/Settle", pb.SettleResponse
     if name == SETTLE_MANY:
         return "/kokaq.v1.Workers/SettleMany", pb.SettleManyResponse
+    if name == END_LEASE:
+        return "/kokaq.v1.Workers/EndLease", pb.EndLeaseResponse
     operation = OPERATIONS[name]
     return f"/kokaq.v1.{operation.service}/{name}", operation.response
 

@@ -45,7 +45,13 @@ from typing import Any, Protocol
 import grpc
 
 from kokaq.client.calls import queue_weights
-from kokaq.client.transport import SETTLE_MANY, AsyncGrpcTransport, RetryPolicy, error_of_rpc
+from kokaq.client.transport import (
+    END_LEASE,
+    SETTLE_MANY,
+    AsyncGrpcTransport,
+    RetryPolicy,
+    error_of_rpc,
+)
 from kokaq.core import (
     MAX_BATCH,
     FailureReason,
@@ -280,6 +286,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._leases: dict[str, _Lease] = {}  # running jobs, by id
+        self._session = ""  # the lease stream's session, while one is open
         self.processed = 0  # jobs settled, for tests and logs
         self.failed = 0
 
@@ -346,8 +353,8 @@ class Worker:
                 feeder.result()  # a fatal error (a refused key, say) ends the worker
         finally:
             self._stopping.set()
-            feeder.cancel()
             stopped.cancel()
+            await self._end_lease(transport, feeder)
             await self._drain(inbox, runners, running)
             await self._settler.drained()
             settling.cancel()
@@ -355,6 +362,22 @@ class Worker:
             pool.stop()
             if self._transport is None:
                 await transport.close()
+
+    async def _end_lease(self, transport: WorkerTransport, feeder: asyncio.Task[None]) -> None:
+        """Ask the node to end the lease stream, and read it to its end: the
+        jobs leased for this worker meanwhile are given back (the runners
+        release what arrives once stopping), not left to wait out their lease.
+        A node that does not answer within the grace period (or does not know
+        EndLease) gets the stream cancelled instead."""
+        if not feeder.done() and self._session:
+            try:
+                await transport.call(END_LEASE, pb.EndLeaseRequest(session_id=self._session))
+            except (KokaqError, grpc.RpcError) as error:
+                log.info("ending the lease stream: %s", getattr(error, "message", error))
+            else:
+                await asyncio.wait({feeder}, timeout=max(self.grace, 1.0))
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
 
     async def _drain(
         self,
@@ -391,21 +414,28 @@ class Worker:
             worker_id=self.worker_id,
         )
         attempt = 0
+        assert self._stopping is not None
         while True:
-            session = ""
+            session = self._session = ""
             try:
                 async for event in transport.lease_stream(request):
                     if event.session_id:
                         session, attempt = event.session_id, 0
+                        self._session = session
                         log.info("worker %s leasing from %s", self.worker_id, self.queues)
                     for message in event.jobs:
                         inbox.put_nowait((session, cv.message_from_proto(message)))
-                error: KokaqError | None = None  # the node ended the stream: it is stopping
+                # The node ended the stream: asked to (EndLease), or it is stopping.
+                error: KokaqError | None = None
             except (grpc.RpcError, KokaqError) as failure:  # KokaqError: in process
                 error = failure if isinstance(failure, KokaqError) else error_of_rpc(failure)
                 if isinstance(error, _FATAL):
                     raise error from None
-                log.warning("lease stream: %s; reconnecting", error.message)
+                if not self._stopping.is_set():
+                    log.warning("lease stream: %s; reconnecting", error.message)
+            self._session = ""
+            if self._stopping.is_set():
+                return
             if error is not None:
                 transport.failed(error)
             await asyncio.sleep(min(2.0, 0.05 * 2**attempt))

@@ -16,8 +16,13 @@ node proposes their Dequeues right behind the enqueue, in the same flush of
 the group commit, so the job is leased in the Raft entry that adds it — one
 round through the log instead of two.
 
-On shutdown every session ends its stream cleanly (status OK); the worker
-reconnects to another node, or waits for this one to come back.
+A worker that stops calls ``EndLease``: the node leases nothing more for the
+session, sends what it already leased (the worker gives those back), and ends
+the stream. A stream that breaks instead (the worker died, the network) gives
+back at once the jobs of the Dequeues still in flight for it, which it never
+sent; those it sent wait for their lease to run out, as the worker may have
+them. On shutdown every session ends its stream cleanly (status OK); the
+worker reconnects to another node, or waits for this one to come back.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from kokaq.core import MAX_BATCH, InvalidArgument, KokaqError, Unavailable
+from kokaq.core import MAX_BATCH, InvalidArgument, KokaqError, NotFound, Unavailable
 from kokaq.protocol import convert as cv
 from kokaq.protocol.errors import error_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
@@ -100,6 +105,7 @@ class _Session:
         # Dequeues proposed for it, in log order, and how many jobs each asks for.
         self.handoffs: deque[tuple[asyncio.Future[Any], int]] = deque()
         self.asked = 0  # jobs its Dequeues in flight may still bring
+        self.ending = False  # EndLease: lease nothing more, send what is leased
         self._sweep_at = _NEVER  # no held lease ends before this (a lower bound)
 
     def hold(self, jobs: list[Any]) -> None:
@@ -169,6 +175,7 @@ class WorkerSessions:
         self._turn = 0  # rotates which waiting session is handed arrivals first
         self._sessions: dict[str, _Session] = {}
         self._stopping = asyncio.Event()
+        self._releasing: set[asyncio.Future[Any]] = set()  # unsent jobs going back
 
     @property
     def count(self) -> int:
@@ -191,14 +198,17 @@ class WorkerSessions:
             return
         session = _Session(new_ids(1)[0], int(request.credit), dequeue, self._lease_end)
         self._sessions[session.id] = session
+        # A Dequeue in flight whose jobs are not sent yet. The awaits below are
+        # shielded: if the stream breaks, it still finishes, and its jobs go back.
+        unsent: asyncio.Future[Any] | None = None
         try:
             yield pb.LeaseEvent(session_id=session.id)
             # A Dequeue proposed for the session is answered even when stopping.
-            while session.handoffs or not self._stopping.is_set():
+            while session.handoffs or not (self._stopping.is_set() or session.ending):
                 if session.handoffs:
-                    handoff, asked = session.handoffs.popleft()
+                    unsent, asked = session.handoffs.popleft()
                     try:
-                        jobs = await handoff
+                        jobs = await asyncio.shield(unsent)
                     finally:
                         session.asked -= asked
                     if isinstance(jobs, KokaqError):
@@ -219,27 +229,79 @@ class WorkerSessions:
                         continue
                     dequeue.max_count = claim
                     session.asked += claim
+                    unsent = asyncio.ensure_future(self._gateway.run_authorized("Dequeue", dequeue))
                     try:
-                        jobs = await self._gateway.run_authorized("Dequeue", dequeue)
+                        jobs = await asyncio.shield(unsent)
                     finally:
                         session.asked -= claim
                         self._unclaim(session.where, claim)
                     if not jobs:
                         await self._park(session, work)
                         continue
+                unsent = None
                 session.hold(jobs)
                 yield pb.LeaseEvent(jobs=[cv.message_to_proto(job) for job in jobs])
         except KokaqError as error:  # not the leader any more, say
+            unsent = None  # it failed: nothing to give back
             await abort_with(context, error)
         finally:
             self._sessions.pop(session.id, None)
+            for future in [unsent] + [handoff for handoff, _ in session.handoffs]:
+                if future is not None:
+                    future.add_done_callback(self._give_back_unsent)
 
     async def _park(self, session: _Session, work: asyncio.Event) -> None:
         """Wait for work: an applied write that may have made some ready, or
         a Dequeue proposed for the session along with an enqueue."""
         session.wake.clear()
-        if not session.handoffs:
+        if not session.handoffs and not session.ending:
             await _first(work, session.wake, self._stopping, timeout=_RECHECK_SECONDS)
+
+    async def end_lease(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        """EndLease: the session leases nothing more; its stream sends what is
+        leased for it already, then ends. Whoever may lease from its queues may
+        end it."""
+        try:
+            request = _parse(pb.EndLeaseRequest, raw)
+            if not request.session_id:
+                raise InvalidArgument("session_id", "is required")
+            session = self._sessions.get(request.session_id)
+            if session is None:
+                raise NotFound(
+                    f"lease session {request.session_id!r} not found (its stream has ended)"
+                )
+            key = self._gateway.auth.key_of(context.invocation_metadata() or ())
+            self._gateway.authorize("Dequeue", session.dequeue, key)
+        except KokaqError as error:
+            await abort_with(context, error)
+            return None
+        session.ending = True
+        session.wake.set()
+        session.settled.set()
+        return pb.EndLeaseResponse()
+
+    def _give_back_unsent(self, future: asyncio.Future[Any]) -> None:
+        """Release the jobs a Dequeue leased for a stream that broke before they
+        were sent: no worker has them, so they need not wait out their lease."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        jobs = future.result()
+        if isinstance(jobs, KokaqError):
+            return
+        for job in jobs:
+            lock = pb.LockRef(namespace=job.namespace, queue=job.queue, message_id=job.id,
+                              lock_id=job.lock_id or "")  # fmt: skip
+            release = asyncio.ensure_future(
+                self._gateway.run_authorized("Release", pb.ReleaseRequest(lock=lock))
+            )
+            self._releasing.add(release)
+            release.add_done_callback(self._released)
+
+    def _released(self, release: asyncio.Future[Any]) -> None:
+        self._releasing.discard(release)
+        if not release.cancelled() and (error := release.exception()) is not None:
+            # Not the leader any more, say: the lease runs out instead.
+            log.info("could not give back an unsent job: %s", error)
 
     def saw_write(self, name: str, request: Any) -> None:
         """Count the jobs a write about to be proposed makes ready at once."""
@@ -263,7 +325,7 @@ class WorkerSessions:
             return
         now = wall_clock_ms()
         for where, count in arrivals.items():
-            sessions = [s for s in self._sessions.values() if s.where == where]
+            sessions = [s for s in self._sessions.values() if s.where == where and not s.ending]
             if not sessions:
                 continue
             first = self._turn % len(sessions)
@@ -298,7 +360,7 @@ class WorkerSessions:
         left = ready - self._claimed.get(where, 0)
         # A fair share each, so that one worker does not take every job while
         # the others idle: the sessions on this queue wake together.
-        sharing = sum(1 for s in self._sessions.values() if s.where == where)
+        sharing = sum(1 for s in self._sessions.values() if s.where == where and not s.ending)
         claim = max(0, min(free, -(-left // max(1, sharing))))
         if claim:
             self._claimed[where] = self._claimed.get(where, 0) + claim
@@ -434,6 +496,11 @@ class WorkerSessions:
                     self.settle_many,
                     request_deserializer=None,
                     response_serializer=pb.SettleManyResponse.SerializeToString,
+                ),
+                "EndLease": grpc.unary_unary_rpc_method_handler(
+                    self.end_lease,
+                    request_deserializer=None,
+                    response_serializer=pb.EndLeaseResponse.SerializeToString,
                 ),
             },
         )

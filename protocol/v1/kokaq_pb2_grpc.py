@@ -1730,6 +1730,11 @@ class WorkersStub:
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyRequest.SerializeToString,
                 response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyResponse.FromString,
                 _registered_method=True)
+        self.EndLease = channel.unary_unary(
+                '/kokaq.v1.Workers/EndLease',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.EndLeaseRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.EndLeaseResponse.FromString,
+                _registered_method=True)
 
 
 class WorkersServicer:
@@ -1756,6 +1761,14 @@ class WorkersServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EndLease(self, request, context):
+        """Ends a Lease stream cleanly (a worker stopping): the node leases no more
+        jobs for it, sends those it already leased, then ends the stream (OK).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkersServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1773,6 +1786,11 @@ def add_WorkersServicer_to_server(servicer, server):
                     servicer.SettleMany,
                     request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyRequest.FromString,
                     response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyResponse.SerializeToString,
+            ),
+            'EndLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndLease,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.EndLeaseRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.EndLeaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1856,6 +1874,33 @@ class Workers:
             '/kokaq.v1.Workers/SettleMany',
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyRequest.SerializeToString,
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SettleManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.Workers/EndLease',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.EndLeaseRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.EndLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

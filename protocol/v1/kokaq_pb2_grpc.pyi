@@ -426,6 +426,10 @@ class WorkersStub:
     """Settles many jobs in one call (acks of one queue become one AckBatch);
     each succeeds or fails alone.
     """
+    EndLease: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.EndLeaseRequest, _kokaq_pb2.EndLeaseResponse]
+    """Ends a Lease stream cleanly (a worker stopping): the node leases no more
+    jobs for it, sends those it already leased, then ends the stream (OK).
+    """
 
 @_typing.type_check_only
 class WorkersAsyncStub(WorkersStub):
@@ -436,6 +440,10 @@ class WorkersAsyncStub(WorkersStub):
     SettleMany: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.SettleManyRequest, _kokaq_pb2.SettleManyResponse]  # type: ignore[assignment]
     """Settles many jobs in one call (acks of one queue become one AckBatch);
     each succeeds or fails alone.
+    """
+    EndLease: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.EndLeaseRequest, _kokaq_pb2.EndLeaseResponse]  # type: ignore[assignment]
+    """Ends a Lease stream cleanly (a worker stopping): the node leases no more
+    jobs for it, sends those it already leased, then ends the stream (OK).
     """
 
 class WorkersServicer(metaclass=_abc_1.ABCMeta):
@@ -462,6 +470,16 @@ class WorkersServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kokaq_pb2.SettleManyResponse, _abc.Awaitable[_kokaq_pb2.SettleManyResponse]]:
         """Settles many jobs in one call (acks of one queue become one AckBatch);
         each succeeds or fails alone.
+        """
+
+    @_abc_1.abstractmethod
+    def EndLease(
+        self,
+        request: _kokaq_pb2.EndLeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.EndLeaseResponse, _abc.Awaitable[_kokaq_pb2.EndLeaseResponse]]:
+        """Ends a Lease stream cleanly (a worker stopping): the node leases no more
+        jobs for it, sends those it already leased, then ends the stream (OK).
         """
 
 def add_WorkersServicer_to_server(servicer: WorkersServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -20,9 +20,9 @@ import grpc
 import httpx
 import pytest
 
-from kokaq.client import GrpcTransport
-from kokaq.client.transport import SETTLE, SETTLE_MANY
-from kokaq.core import InvalidArgument
+from kokaq.client import Client, GrpcTransport, Producer
+from kokaq.client.transport import END_LEASE, SETTLE, SETTLE_MANY
+from kokaq.core import Headers, InvalidArgument, NotFound
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from tests.integration.nodes import NodeProcess, free_ports, wait_until
 
@@ -203,6 +203,37 @@ def test_sigterm_mid_job_loses_nothing_and_runs_nothing_twice(
     assert sorted(ended) == sorted(ids)  # every job ran to its end exactly once
 
 
+OK_JOB = Headers(content_type="application/json", type="ok")
+
+
+def test_sigterm_under_arrivals_leaves_no_job_leased(http: httpx.Client, workers: Workers) -> None:
+    """A worker stopping while jobs keep arriving ends its lease stream with
+    EndLease and reads it to the end: the jobs leased for it meanwhile are
+    given back at once, not left to wait out their 30 s lease."""
+    queue = make_queue(http)
+    process = workers.start(queue, "--concurrency", "2")
+    with Client(workers.node.grpc) as client:
+        with Producer(client, "default", queue, linger_ms=0) as producer:
+            sent = 0
+
+            def send(count: int) -> None:
+                nonlocal sent
+                for _ in range(count):
+                    producer.send(b"0", headers=OK_JOB)
+                    sent += 1
+                    time.sleep(0.002)
+
+            send(100)
+            wait_until(lambda: len(workers.lines()) >= 20, timeout=20)
+            process.send_signal(signal.SIGTERM)
+            send(150)  # arrivals while it stops
+        assert process.wait(20) == 0
+        stats = client.queue("default", queue).stats()
+    assert stats.leased == 0, (stats, workers.output(0))
+    ran = len(workers.lines())
+    assert stats.succeeded == ran and stats.ready == sent - ran, stats
+
+
 def test_weighted_queues_split_as_configured(http: httpx.Client, workers: Workers) -> None:
     high, low = make_queue(http), make_queue(http)
     for queue in (high, low):
@@ -264,6 +295,27 @@ def lease_stream(node: NodeProcess, queue: str, credit: int) -> Iterator[Iterato
         yield iter(lease(request, timeout=30))
     finally:
         channel.close()
+
+
+def test_end_lease_sends_what_is_leased_then_ends_the_stream(
+    node: NodeProcess, http: httpx.Client
+) -> None:
+    queue = make_queue(http, visibility_timeout_ms=60_000)
+    transport = GrpcTransport(node.grpc)
+    with closing(transport), lease_stream(node, queue, credit=5) as events:
+        session = next(events).session_id
+        time.sleep(0.05)  # the session is waiting
+        first = submit(http, queue, "ok", 1)
+        (leased,) = next(events).jobs
+        assert leased.id == first
+        transport.call(END_LEASE, pb.EndLeaseRequest(session_id=session))
+        assert list(events) == []  # the stream ends cleanly (a failure would raise)
+        later = submit(http, queue, "ok", 2)
+        time.sleep(0.3)  # time enough to lease it, were the session still there
+        assert job(http, later)["status"] == "pending"
+        assert job(http, first)["status"] == "leased"  # sent: the worker has it
+        with pytest.raises(NotFound):
+            transport.call(END_LEASE, pb.EndLeaseRequest(session_id=session))
 
 
 def lock_of(message: pb.Message) -> pb.LockRef:
@@ -387,6 +439,11 @@ def test_worker_rpcs_refuse_bad_input(node: NodeProcess, http: httpx.Client) -> 
         assert [r.error.type for r in answer.results] == ["LockLost", "InvalidArgument"]
         with pytest.raises(InvalidArgument):
             transport.call(SETTLE, pb.SettleRequest(session_id="s"))  # no outcome
+        with pytest.raises(InvalidArgument) as bad:
+            transport.call(END_LEASE, pb.EndLeaseRequest())
+        assert bad.value.field == "session_id"
+        with pytest.raises(NotFound, match="lease session 'nope' not found"):
+            transport.call(END_LEASE, pb.EndLeaseRequest(session_id="nope"))
     finally:
         channel.close()
         transport.close()

@@ -1,0 +1,157 @@
+"""A lease stream that breaks while a Dequeue for it is in flight: the Dequeue
+still leases its jobs (the log applies it), and the node gives them back at
+once, since it never sent them. The stream and the log are driven by hand
+here, to break the stream exactly while the Dequeue waits for the log."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from kokaq.core import Engine, MessageView
+from kokaq.protocol.v1 import kokaq_pb2 as pb
+from kokaq.server.workers import Wakeup, WorkerSessions
+
+LEASE = pb.LeaseRequest(namespace="ns", queues=[pb.QueueWeight(queue="q")], credit=2)
+
+
+class Gateway:
+    """The part of the node's gateway a lease session uses; Dequeues wait
+    until the test answers them, as if the log were slow."""
+
+    def __init__(self) -> None:
+        self.auth = SimpleNamespace(key_of=lambda metadata: None)
+        self.dequeues: list[asyncio.Future[Any]] = []
+        self.released: list[tuple[str, str]] = []
+
+    def authorize(self, name: str, request: Any, key: str | None) -> None:
+        pass
+
+    def leased(self, jobs: list[Any]) -> None:
+        pass
+
+    async def run_authorized(self, name: str, request: Any, **_: Any) -> Any:
+        if name == "Dequeue":
+            self.dequeues.append(asyncio.get_running_loop().create_future())
+            return await self.dequeues[-1]
+        assert name == "Release"
+        self.released.append((request.lock.message_id, request.lock.lock_id))
+        return None
+
+
+class Context:
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+
+def leased(*message_ids: str) -> list[MessageView]:
+    """Jobs as a Dequeue answers them: leased, with their lock ids."""
+    engine = Engine()
+    engine.create_namespace("ns", now=0)
+    engine.create_queue("ns", "q", now=0)
+    for message_id in message_ids:
+        engine.enqueue("ns", "q", b"{}", message_id=message_id, now=1)
+    return engine.dequeue("ns", "q", lock_id="lock", now=1, max_count=len(message_ids))
+
+
+def locks(jobs: list[MessageView]) -> list[tuple[str, str]]:
+    return [(job.id, job.lock_id or "") for job in jobs]
+
+
+async def until(condition: Callable[[], object]) -> None:
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+async def break_stream(pulling: asyncio.Task[Any]) -> None:
+    pulling.cancel()  # what gRPC does to the handler when the client goes away
+    with pytest.raises(asyncio.CancelledError):
+        await pulling
+
+
+def test_jobs_of_a_dequeue_in_flight_go_back_when_the_stream_breaks() -> None:
+    async def scenario() -> None:
+        gateway = Gateway()
+        sessions = WorkerSessions(gateway, Wakeup())  # type: ignore[arg-type]
+        stream = sessions.lease(LEASE.SerializeToString(), Context())  # type: ignore[arg-type]
+        assert (await anext(stream)).session_id
+        pulling = asyncio.ensure_future(anext(stream))
+        await until(lambda: gateway.dequeues)  # the session asked for jobs
+        await break_stream(pulling)
+        assert sessions.count == 0 and gateway.released == []
+        jobs = leased("a", "b")
+        gateway.dequeues[0].set_result(jobs)
+        await until(lambda: len(gateway.released) == 2)
+        assert gateway.released == locks(jobs)
+
+    asyncio.run(scenario())
+
+
+def test_jobs_handed_to_a_stream_that_broke_go_back() -> None:
+    """The handoff path: the session waits, a job is enqueued, and the node
+    proposes the session's Dequeue behind it; the stream breaks before the
+    entry applies."""
+
+    async def scenario() -> None:
+        gateway = Gateway()
+        handoffs: list[asyncio.Future[Any]] = []
+
+        def propose(name: str, request: bytes, ids: list[str]) -> asyncio.Future[Any]:
+            assert name == "Dequeue"
+            handoffs.append(asyncio.get_running_loop().create_future())
+            return handoffs[-1]
+
+        sessions = WorkerSessions(
+            gateway,  # type: ignore[arg-type]
+            Wakeup(),
+            ready_count=lambda namespace, queue: 0,  # nothing ready: the session waits
+            propose=propose,
+        )
+        stream = sessions.lease(LEASE.SerializeToString(), Context())  # type: ignore[arg-type]
+        assert (await anext(stream)).session_id
+        pulling = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)  # parked
+        enqueue = pb.EnqueueRequest(namespace="ns", queue="q", message=pb.MessageSpec())
+        sessions.saw_write("Enqueue", enqueue)
+        sessions.lease_arrivals()
+        assert len(handoffs) == 1
+        await asyncio.sleep(0)  # the session awaits its handoff
+        await break_stream(pulling)
+        jobs = leased("c")
+        handoffs[0].set_result(jobs)
+        await until(lambda: gateway.released)
+        assert gateway.released == locks(jobs)
+        assert gateway.dequeues == []  # no other Dequeue was made for it
+
+    asyncio.run(scenario())
+
+
+def test_jobs_sent_on_the_stream_stay_leased() -> None:
+    """Jobs the stream sent may be with the worker: they wait for their lease."""
+
+    async def scenario() -> None:
+        gateway = Gateway()
+        sessions = WorkerSessions(gateway, Wakeup())  # type: ignore[arg-type]
+        stream = sessions.lease(LEASE.SerializeToString(), Context())  # type: ignore[arg-type]
+        assert (await anext(stream)).session_id
+        pulling = asyncio.ensure_future(anext(stream))
+        await until(lambda: gateway.dequeues)
+        gateway.dequeues[0].set_result(leased("d"))
+        event = await pulling
+        assert [job.id for job in event.jobs] == ["d"]
+        pulling = asyncio.ensure_future(anext(stream))
+        await until(lambda: len(gateway.dequeues) == 2)  # it asks for the credit left
+        await break_stream(pulling)
+        gateway.dequeues[1].set_result([])
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert gateway.released == []
+
+    asyncio.run(scenario())
