@@ -73,6 +73,7 @@ log = logging.getLogger("kokaq.worker")
 
 _FATAL = (Unauthenticated, PermissionDenied, InvalidArgument)
 _MAX_ERROR = 4000
+_END_LEASE_SECONDS = 5.0  # a stopping worker does not wait longer for a node that is gone
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,13 +368,15 @@ class Worker:
         """Ask the node to end the lease stream, and read it to its end: the
         jobs leased for this worker meanwhile are given back (the runners
         release what arrives once stopping), not left to wait out their lease.
-        A node that does not answer within the grace period (or does not know
-        EndLease) gets the stream cancelled instead."""
+        A node that does not answer (or does not know EndLease) within
+        ``_END_LEASE_SECONDS``, or whose stream does not end within the grace
+        period, gets the stream cancelled instead."""
         if not feeder.done() and self._session:
+            request = pb.EndLeaseRequest(session_id=self._session)
             try:
-                await transport.call(END_LEASE, pb.EndLeaseRequest(session_id=self._session))
-            except (KokaqError, grpc.RpcError) as error:
-                log.info("ending the lease stream: %s", getattr(error, "message", error))
+                await asyncio.wait_for(transport.call(END_LEASE, request), _END_LEASE_SECONDS)
+            except (KokaqError, grpc.RpcError, TimeoutError) as error:
+                log.info("ending the lease stream: %s", getattr(error, "message", repr(error)))
             else:
                 await asyncio.wait({feeder}, timeout=max(self.grace, 1.0))
         feeder.cancel()

@@ -6,7 +6,7 @@ here, to break the stream exactly while the Dequeue waits for the log."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -70,7 +70,17 @@ async def until(condition: Callable[[], object]) -> None:
     raise AssertionError("condition not reached")
 
 
-async def break_stream(pulling: asyncio.Task[Any]) -> None:
+async def open_stream(
+    gateway: Gateway, **options: Any
+) -> tuple[WorkerSessions, AsyncIterator[pb.LeaseEvent], asyncio.Future[pb.LeaseEvent]]:
+    """A session's stream past its first event, and its next event, pending."""
+    sessions = WorkerSessions(gateway, Wakeup(), **options)  # type: ignore[arg-type]
+    stream = sessions.lease(LEASE.SerializeToString(), Context())  # type: ignore[arg-type]
+    assert (await anext(stream)).session_id
+    return sessions, stream, asyncio.ensure_future(anext(stream))
+
+
+async def break_stream(pulling: asyncio.Future[Any]) -> None:
     pulling.cancel()  # what gRPC does to the handler when the client goes away
     with pytest.raises(asyncio.CancelledError):
         await pulling
@@ -79,10 +89,7 @@ async def break_stream(pulling: asyncio.Task[Any]) -> None:
 def test_jobs_of_a_dequeue_in_flight_go_back_when_the_stream_breaks() -> None:
     async def scenario() -> None:
         gateway = Gateway()
-        sessions = WorkerSessions(gateway, Wakeup())  # type: ignore[arg-type]
-        stream = sessions.lease(LEASE.SerializeToString(), Context())  # type: ignore[arg-type]
-        assert (await anext(stream)).session_id
-        pulling = asyncio.ensure_future(anext(stream))
+        sessions, _, pulling = await open_stream(gateway)
         await until(lambda: gateway.dequeues)  # the session asked for jobs
         await break_stream(pulling)
         assert sessions.count == 0 and gateway.released == []
@@ -108,15 +115,10 @@ def test_jobs_handed_to_a_stream_that_broke_go_back() -> None:
             handoffs.append(asyncio.get_running_loop().create_future())
             return handoffs[-1]
 
-        sessions = WorkerSessions(
-            gateway,  # type: ignore[arg-type]
-            Wakeup(),
-            ready_count=lambda namespace, queue: 0,  # nothing ready: the session waits
-            propose=propose,
+        # Nothing is ready: the session waits.
+        sessions, _, pulling = await open_stream(
+            gateway, ready_count=lambda namespace, queue: 0, propose=propose
         )
-        stream = sessions.lease(LEASE.SerializeToString(), Context())  # type: ignore[arg-type]
-        assert (await anext(stream)).session_id
-        pulling = asyncio.ensure_future(anext(stream))
         await asyncio.sleep(0)  # parked
         enqueue = pb.EnqueueRequest(namespace="ns", queue="q", message=pb.MessageSpec())
         sessions.saw_write("Enqueue", enqueue)
@@ -138,10 +140,7 @@ def test_jobs_sent_on_the_stream_stay_leased() -> None:
 
     async def scenario() -> None:
         gateway = Gateway()
-        sessions = WorkerSessions(gateway, Wakeup())  # type: ignore[arg-type]
-        stream = sessions.lease(LEASE.SerializeToString(), Context())  # type: ignore[arg-type]
-        assert (await anext(stream)).session_id
-        pulling = asyncio.ensure_future(anext(stream))
+        _, stream, pulling = await open_stream(gateway)
         await until(lambda: gateway.dequeues)
         gateway.dequeues[0].set_result(leased("d"))
         event = await pulling
