@@ -292,8 +292,11 @@ def nack(
     )
 
 
-def extend(view: LockHolder, add_ms: int) -> Call[int]:
-    return Call("Extend", pb.ExtendRequest(lock=_lock(view), add_ms=add_ms), _deadline)
+def extend(view: LockHolder, add_ms: int, from_deadline: int | None = None) -> Call[int]:
+    """``from_deadline``: the deadline the caller holds, so that a retry after a
+    lost answer does not extend twice (see ``Engine.extend``)."""
+    request = pb.ExtendRequest(lock=_lock(view), add_ms=add_ms, from_deadline=from_deadline)
+    return Call("Extend", request, _deadline)
 
 
 def refresh(view: LockHolder) -> Call[int]:

@@ -433,16 +433,33 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
         return q.nack(message, now, reason, error, delay_ms, dead_letter)
 
     def extend(
-        self, namespace: str, queue: str, message_id: str, lock_id: str, *, add_ms: int, now: int
+        self,
+        namespace: str,
+        queue: str,
+        message_id: str,
+        lock_id: str,
+        *,
+        add_ms: int,
+        now: int,
+        from_deadline: int | None = None,
     ) -> int:
-        """Push the lease deadline back by ``add_ms``; returns the new deadline."""
+        """Push the lease deadline back by ``add_ms``; returns the new deadline.
+
+        With ``from_deadline`` (the deadline the caller last saw), the lease
+        ends at ``from_deadline + add_ms`` unless it already ends later: the
+        same request sent twice (a retry after a lost answer) extends once."""
         now = self._clock(now)
         q = self._queue(namespace, queue)
         check_int("add_ms", add_ms, 1, MAX_LEASE_MS)
+        if from_deadline is not None:
+            check_int("from_deadline", from_deadline, 0, MAX_TIME)
         message = q.locked(message_id, lock_id, now)
-        deadline = (message.lock_deadline or now) + add_ms
+        current = message.lock_deadline or now
+        deadline = (current if from_deadline is None else from_deadline) + add_ms
         if deadline - now > MAX_LEASE_MS:
             raise InvalidArgument("add_ms", "a lease may not reach more than 12 h ahead")
+        if deadline <= current and from_deadline is not None:
+            return current  # extended this far already
         return q.relock(message, deadline, now)
 
     def refresh(

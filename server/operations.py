@@ -319,6 +319,7 @@ OPERATIONS: dict[str, Operation] = {
             r.lock.lock_id,
             add_ms=r.add_ms,
             now=now,
+            from_deadline=r.from_deadline if r.HasField("from_deadline") else None,
         ),
         _deadline,
         True,

@@ -287,7 +287,10 @@ class Leased:
         return self.client.run(calls.nack(self.message, reason, error, delay_ms, dead_letter))
 
     def extend(self, add_ms: int) -> int:
-        deadline = self.client.run(calls.extend(self.message, add_ms))
+        """Lengthen the lease by ``add_ms`` from the deadline this lease last
+        had: a retry after a lost answer extends once. The new deadline."""
+        call = calls.extend(self.message, add_ms, self.message.lock_deadline)
+        deadline = self.client.run(call)
         self.message = self.message._replace(lock_deadline=deadline)
         return deadline
 

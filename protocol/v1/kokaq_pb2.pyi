@@ -1225,7 +1225,13 @@ class ExtendRequest(_message.Message):
 
     LOCK_FIELD_NUMBER: _builtins.int
     ADD_MS_FIELD_NUMBER: _builtins.int
+    FROM_DEADLINE_FIELD_NUMBER: _builtins.int
     add_ms: _builtins.int
+    from_deadline: _builtins.int
+    """The deadline the caller holds: the lease then ends at from_deadline +
+    add_ms unless it already ends later, so a retried Extend adds once.
+    Absent: add_ms counts from the lease's deadline now.
+    """
     @_builtins.property
     def lock(self) -> Global___LockRef: ...
     def __init__(
@@ -1233,12 +1239,15 @@ class ExtendRequest(_message.Message):
         *,
         lock: Global___LockRef | None = ...,
         add_ms: _builtins.int = ...,
+        from_deadline: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lock", b"lock"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_from_deadline", b"_from_deadline", "from_deadline", b"from_deadline", "lock", b"lock"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_ms", b"add_ms", "lock", b"lock"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_from_deadline", b"_from_deadline", "add_ms", b"add_ms", "from_deadline", b"from_deadline", "lock", b"lock"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__from_deadline: _TypeAlias = _typing.Literal["from_deadline"]  # noqa: Y015
+    _WhichOneofArgType__from_deadline: _TypeAlias = _typing.Literal["_from_deadline", b"_from_deadline"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__from_deadline) -> _WhichOneofReturnType__from_deadline | None: ...
 
 Global___ExtendRequest: _TypeAlias = ExtendRequest  # noqa: Y015
 

@@ -375,6 +375,8 @@ class NackIn(LockIn):
 
 class ExtendIn(LockIn):
     add_ms: Annotated[int, Field(ge=1, le=2**53)]
+    # The deadline the caller holds: a retried extend then adds once.
+    from_deadline: Millis | None = None
 
 
 class ReleaseIn(LockIn):
@@ -427,7 +429,11 @@ async def extend(
     body: ExtendIn,
     caller: CallerDep,
 ) -> Any:
-    request = pb.ExtendRequest(lock=_lock(namespace, queue, message_id, body), add_ms=body.add_ms)
+    request = pb.ExtendRequest(
+        lock=_lock(namespace, queue, message_id, body),
+        add_ms=body.add_ms,
+        from_deadline=body.from_deadline,
+    )
     return {"lock_deadline": await caller.run("Extend", request)}
 
 

@@ -364,6 +364,11 @@ def test_messages_over_rest(http: httpx.Client) -> None:
     assert base64.b64decode(high["payload_base64"]) == b"\xff\x00bytes"
     extended = settle(http, high, "extend", add_ms=10_000).json()["lock_deadline"]
     assert extended >= high["lock_deadline"] + 10_000
+    for _ in range(2):  # from the deadline held: sent twice, it extends once
+        again = settle(http, high, "extend", add_ms=10_000, from_deadline=extended)
+        assert again.json()["lock_deadline"] == extended + 10_000
+    bad = settle(http, high, "extend", add_ms=10_000, from_deadline=-1)
+    assert error_of(bad, 400)["field"] == "from_deadline"
     wrong = http.post(f"{base}/messages/{high_id}/ack", json={"lock_id": "not-the-lock"})
     assert error_of(wrong, 409)["type"] == "LockLost"
     released = settle(http, high, "release").json()["visible_at"]

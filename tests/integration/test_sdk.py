@@ -71,6 +71,20 @@ def test_namespace_and_queue_lifecycle(client: Client) -> None:
         client.get_namespace(name)
 
 
+def test_an_extend_retried_after_a_lost_answer_extends_once(client: Client) -> None:
+    namespace, name = fresh(client)
+    q = client.queue(namespace, name)
+    q.enqueue(b"x")
+    (job,) = q.dequeue(visibility_timeout_ms=10_000)
+    held = job.lock_deadline
+    assert held is not None
+    sent = calls.extend(job.message, 5_000, held)  # what job.extend(5_000) sends
+    assert isinstance(sent.request, pb.ExtendRequest) and sent.request.from_deadline == held
+    assert client.run(sent) == held + 5_000  # its answer is lost...
+    assert job.extend(5_000) == held + 5_000  # ...so it goes again: it extends once
+    assert job.extend(5_000) == held + 10_000  # the next one counts from the new deadline
+
+
 def test_message_lifecycle(client: Client) -> None:
     namespace, name = fresh(client, QueueConfig(max_deliveries=2))
     q = client.queue(namespace, name)

@@ -231,15 +231,24 @@ class Model:
         return NackOutcome.DELAYED if delay_ms else NackOutcome.REQUEUED
 
     def relock(
-        self, message_id: str, lock_id: str, now: int, deadline_of: str, amount: int
+        self,
+        message_id: str,
+        lock_id: str,
+        now: int,
+        deadline_of: str,
+        amount: int,
+        from_deadline: int | None = None,
     ) -> int | str:
         m = self.locked(message_id, lock_id, now)
         if isinstance(m, str):
             return m
         if deadline_of == "extend":
-            deadline = (m.lock_deadline or 0) + amount
+            current = m.lock_deadline or 0
+            deadline = (current if from_deadline is None else from_deadline) + amount
             if deadline - now > 12 * 3_600_000:
                 return "InvalidArgument"
+            if from_deadline is not None and deadline <= current:
+                return current  # extended this far already: nothing changes
         elif deadline_of == "refresh":
             deadline = now + m.lease_ms
         else:

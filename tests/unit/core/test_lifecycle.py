@@ -327,6 +327,36 @@ def test_extend_refresh_and_set_visibility(h: Harness) -> None:
     assert h.engine.tick(h.now).lease_expired == 1
 
 
+def test_extend_from_the_deadline_held_adds_once(h: Harness) -> None:
+    """A client that names the deadline it holds can send the same extend
+    twice (a retry after a lost answer): the lease is extended once."""
+    h.put()
+    message = h.take_one(visibility_timeout_ms=10_000)
+    lock, held = message.lock_id or "", message.lock_deadline or 0
+
+    def extend(add_ms: int, from_deadline: int | None) -> int:
+        return h.engine.extend(
+            "ns", "q", message.id, lock, add_ms=add_ms, now=h.now, from_deadline=from_deadline
+        )
+
+    assert extend(5_000, held) == held + 5_000
+    h.advance(100)
+    updated = h.get(message.id).updated_at
+    assert extend(5_000, held) == held + 5_000  # the retry: nothing more
+    assert h.get(message.id).updated_at == updated
+    assert extend(1_000, held) == held + 5_000  # a stale deadline never shortens the lease
+    assert extend(5_000, held + 5_000) == held + 10_000  # the next extend, from the new one
+    assert extend(1_000, None) == held + 11_000  # without one: from the lease's deadline
+    for bad in (-1, 2**63):
+        with pytest.raises(InvalidArgument) as raised:
+            extend(1_000, bad)
+        assert raised.value.field == "from_deadline"
+    assert h.get(message.id).lock_deadline == held + 11_000
+    with pytest.raises(InvalidArgument) as raised:
+        extend(1_000, h.now + 12 * 3_600_000)  # past the 12 h a lease may reach
+    assert raised.value.field == "add_ms"
+
+
 def test_extend_limits(h: Harness) -> None:
     h.put()
     message = h.take_one()

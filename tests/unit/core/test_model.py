@@ -156,11 +156,23 @@ class EngineVersusModel(RuleBasedStateMachine):
     def relock(self, data: st.DataObject, kind: str, amount: int) -> None:
         message_id = data.draw(st.sampled_from(self.known_ids()))
         lock = self.pick_lock(data, message_id)
-        expected = self.model.relock(message_id, lock, self.now, kind, amount)
+        # Extend from the deadline held, as a retrying client does: the current
+        # one, a stale one (before an earlier extend), or none.
+        found = self.model.messages.get(message_id)
+        held = (found.lock_deadline if found else None) or 0
+        stale = st.sampled_from([0, 1_000, 2_000]).map(lambda back: max(0, held - back))
+        from_deadline = data.draw(st.one_of(st.none(), stale)) if kind == "extend" else None
+        expected = self.model.relock(message_id, lock, self.now, kind, amount, from_deadline)
         engine = self.engine
         calls = {
             "extend": lambda: engine.extend(
-                "ns", "q", message_id, lock, add_ms=amount, now=self.now
+                "ns",
+                "q",
+                message_id,
+                lock,
+                add_ms=amount,
+                now=self.now,
+                from_deadline=from_deadline,
             ),
             "refresh": lambda: engine.refresh("ns", "q", message_id, lock, now=self.now),
             "set": lambda: engine.set_visibility_timeout(
