@@ -19,11 +19,17 @@ def entries(n: int, term: int = 1, start: int = 1) -> list[tuple[bytes, int, int
     return [(f"cmd{i}".encode(), i, term) for i in range(start, start + n)]
 
 
-def test_entries_survive_a_reopen(tmp_path: Path) -> None:
+def filled(tmp_path: Path, n: int) -> tuple[str, DurableJournal]:
+    """A journal's path, and the journal holding ``entries(n)``."""
     path = str(tmp_path / "j")
     journal = DurableJournal(path)
-    for entry in entries(5):
+    for entry in entries(n):
         journal.add(*entry)
+    return path, journal
+
+
+def test_entries_survive_a_reopen(tmp_path: Path) -> None:
+    path, journal = filled(tmp_path, 5)
     journal.sync()
     # No close: a SIGKILLed process never gets to flush anything.
     reopened = DurableJournal(path)
@@ -88,10 +94,7 @@ def test_a_follower_says_it_holds_entries_only_once_they_are_on_disk(
 
 
 def test_a_torn_last_record_is_cut_off(tmp_path: Path) -> None:
-    path = str(tmp_path / "j")
-    journal = DurableJournal(path)
-    for entry in entries(3):
-        journal.add(*entry)
+    path, _ = filled(tmp_path, 3)  # written, then left as a crash leaves it
     size = os.path.getsize(path)
     with open(path, "r+b") as f:
         f.truncate(size - 3)  # the last write was interrupted
@@ -104,10 +107,7 @@ def test_a_torn_last_record_is_cut_off(tmp_path: Path) -> None:
 def test_resent_entries_do_not_truncate_acknowledged_ones(tmp_path: Path) -> None:
     """PySyncObj defect 3: a follower dropped entries when the leader resent
     older ones without any term conflict."""
-    path = str(tmp_path / "j")
-    journal = DurableJournal(path)
-    for entry in entries(10):
-        journal.add(*entry)
+    path, journal = filled(tmp_path, 10)
     # What PySyncObj's append_entries handler does with a resend from index 4:
     journal.deleteEntriesFrom(3)
     for entry in entries(2, start=4):
@@ -129,10 +129,7 @@ def test_a_heartbeat_does_not_bring_an_unverified_tail_into_its_commit_index(
     entries) makes PySyncObj delete that tail, then take the commit index as
     min(the leader's, the last index in the log): the tail must be out of view
     by then, or the node applies writes that were never committed."""
-    path = str(tmp_path / "j")
-    journal = DurableJournal(path)
-    for entry in entries(6):
-        journal.add(*entry)
+    path, journal = filled(tmp_path, 6)
     journal.deleteEntriesFrom(3)  # the heartbeat: prevLogIdx 3, nothing new
     assert len(journal) == 3 and journal[-1][1] == 3  # what the commit index sees
     journal.setRaftCommitIndex(3)
@@ -150,10 +147,7 @@ def test_a_heartbeat_does_not_bring_an_unverified_tail_into_its_commit_index(
 
 
 def test_compaction_keeps_a_set_aside_tail_on_disk_and_aside(tmp_path: Path) -> None:
-    path = str(tmp_path / "j")
-    journal = DurableJournal(path)
-    for entry in entries(8):
-        journal.add(*entry)
+    path, journal = filled(tmp_path, 8)
     journal.deleteEntriesFrom(6)
     journal.deleteEntriesTo(2)
     assert list(journal[:]) == entries(4, start=3)
@@ -166,10 +160,7 @@ def test_compaction_keeps_a_set_aside_tail_on_disk_and_aside(tmp_path: Path) -> 
 
 
 def test_a_conflicting_term_truncates_for_good(tmp_path: Path) -> None:
-    path = str(tmp_path / "j")
-    journal = DurableJournal(path)
-    for entry in entries(6):
-        journal.add(*entry)
+    path, journal = filled(tmp_path, 6)
     journal.deleteEntriesFrom(3)
     journal.add(b"cmd4", 4, 1)  # the same entry again
     journal.add(b"other", 5, 2)  # a different term: 5 and 6 go
@@ -178,10 +169,7 @@ def test_a_conflicting_term_truncates_for_good(tmp_path: Path) -> None:
 
 
 def test_compaction_keeps_the_tail_on_disk(tmp_path: Path) -> None:
-    path = str(tmp_path / "j")
-    journal = DurableJournal(path)
-    for entry in entries(8):
-        journal.add(*entry)
+    path, journal = filled(tmp_path, 8)
     journal.deleteEntriesTo(5)
     assert list(journal[:]) == entries(3, start=6)
     journal.add(b"cmd9", 9, 1)
@@ -191,10 +179,7 @@ def test_compaction_keeps_the_tail_on_disk(tmp_path: Path) -> None:
 def test_align_to_a_dump_point_keeps_later_entries(tmp_path: Path) -> None:
     """PySyncObj defect 2: a journal that does not start at the dump point was
     thrown away whole on restart, later entries included."""
-    path = str(tmp_path / "j")
-    journal = DurableJournal(path)
-    for entry in entries(10):
-        journal.add(*entry)
+    path, journal = filled(tmp_path, 10)
     all_entries = entries(10)
     assert journal.align_to(all_entries[5], all_entries[6])
     assert journal[0] == all_entries[5] and journal[1] == all_entries[6]
