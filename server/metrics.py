@@ -13,7 +13,8 @@ The engine emits nothing (it is pure); these observe it from outside:
   ``kokaq_raft_journal_{appends,syncs,kept_on_resend,dropped_on_conflict}_total``;
 * counted as they happen on this node — ``kokaq_lease_wait_seconds`` (from the
   moment a message became ready to its first lease, by queue and band),
-  gRPC and HTTP requests and their latency, open worker streams, and
+  gRPC and HTTP requests and their latency, open worker streams and the jobs
+  given back when one broke (``kokaq_worker_jobs_given_back_total``), and
   ``kokaq_gc_pause_seconds`` (each garbage collection, by generation: every
   thread stands still meanwhile; see ``gc_tuning``).
 """
@@ -235,6 +236,20 @@ class _GcCollector:
         yield family
 
 
+class _WorkersCollector:
+    """What the lease streams did that the engine does not count."""
+
+    def __init__(self, given_back: Callable[[], int]) -> None:
+        self._given_back = given_back
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "kokaq_worker_jobs_given_back",
+            "Jobs leased for a worker stream that broke before they were sent, released at once",
+            value=self._given_back(),
+        )
+
+
 class NodeMetrics:
     def __init__(
         self,
@@ -274,6 +289,11 @@ class NodeMetrics:
         self.worker_streams = Gauge(
             "kokaq_worker_streams", "Open worker lease streams", registry=self.registry
         )
+
+    def watch_workers(self, streams: Callable[[], int], given_back: Callable[[], int]) -> None:
+        """Read the open lease streams and the jobs they gave back at scrape time."""
+        self.worker_streams.set_function(streams)
+        self.registry.register(_WorkersCollector(given_back))
 
     def observe_grpc(self, method: str, code: str, seconds: float) -> None:
         self.grpc_requests.labels(method, code).inc()

@@ -155,7 +155,7 @@ class _Node:
         workers = WorkerSessions(gateway, wakeup, ready_count, committer.propose, lease_end)
         gateway.on_write = workers.saw_write
         committer.before_flush = workers.lease_arrivals
-        metrics.worker_streams.set_function(lambda: workers.count)
+        metrics.watch_workers(lambda: workers.count, lambda: workers.given_back)
         server.add_generic_rpc_handlers([workers.handler()])
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)

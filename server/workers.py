@@ -176,6 +176,7 @@ class WorkerSessions:
         self._sessions: dict[str, _Session] = {}
         self._stopping = asyncio.Event()
         self._releasing: set[asyncio.Future[Any]] = set()  # unsent jobs going back
+        self.given_back = 0  # unsent jobs released, for the metrics
 
     @property
     def count(self) -> int:
@@ -299,9 +300,13 @@ class WorkerSessions:
 
     def _released(self, release: asyncio.Future[Any]) -> None:
         self._releasing.discard(release)
-        if not release.cancelled() and (error := release.exception()) is not None:
+        if release.cancelled():
+            return
+        if (error := release.exception()) is not None:
             # Not the leader any more, say: the lease runs out instead.
             log.info("could not give back an unsent job: %s", error)
+        else:
+            self.given_back += 1
 
     def saw_write(self, name: str, request: Any) -> None:
         """Count the jobs a write about to be proposed makes ready at once."""

@@ -77,6 +77,7 @@ def test_metrics_after_a_known_workload(fresh_node: NodeProcess) -> None:
     route = {"method": "GET", "route": "/v1/jobs/{job_id}", "status": "404"}
     assert value(samples, "kokaq_http_requests_total", **route) == 1
     assert value(samples, "kokaq_worker_streams") == 0
+    assert value(samples, "kokaq_worker_jobs_given_back_total") == 0  # no stream broke
     # Starting up and this workload allocated far past 1,000 objects: young
     # collections ran, each counted once in its histogram.
     young = value(samples, "kokaq_gc_pause_seconds_count", generation="0")

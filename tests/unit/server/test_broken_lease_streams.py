@@ -97,6 +97,7 @@ def test_jobs_of_a_dequeue_in_flight_go_back_when_the_stream_breaks() -> None:
         gateway.dequeues[0].set_result(jobs)
         await until(lambda: len(gateway.released) == 2)
         assert gateway.released == locks(jobs)
+        await until(lambda: sessions.given_back == 2)  # counted once released
 
     asyncio.run(scenario())
 
@@ -130,6 +131,7 @@ def test_jobs_handed_to_a_stream_that_broke_go_back() -> None:
         handoffs[0].set_result(jobs)
         await until(lambda: gateway.released)
         assert gateway.released == locks(jobs)
+        await until(lambda: sessions.given_back == 1)
         assert gateway.dequeues == []  # no other Dequeue was made for it
 
     asyncio.run(scenario())
@@ -140,7 +142,7 @@ def test_jobs_sent_on_the_stream_stay_leased() -> None:
 
     async def scenario() -> None:
         gateway = Gateway()
-        _, stream, pulling = await open_stream(gateway)
+        sessions, stream, pulling = await open_stream(gateway)
         await until(lambda: gateway.dequeues)
         gateway.dequeues[0].set_result(leased("d"))
         event = await pulling
@@ -151,6 +153,6 @@ def test_jobs_sent_on_the_stream_stay_leased() -> None:
         gateway.dequeues[1].set_result([])
         for _ in range(5):
             await asyncio.sleep(0)
-        assert gateway.released == []
+        assert gateway.released == [] and sessions.given_back == 0
 
     asyncio.run(scenario())
