@@ -220,7 +220,11 @@ def nack(
 @client_command
 def extend(session: Session, queue: str, message_id: str, lock_id: str, add: int) -> None:
     """Extend a lease."""
-    deadline = session.client.run(calls.extend(_lease(session, queue, message_id, lock_id), add))
+    # From the deadline the lease has now: a retry after a lost answer adds once.
+    now = session.client.run(calls.get_message(session.namespace, queue, message_id))
+    held = now.lock_deadline if now.lock_id == lock_id else None
+    lease = _lease(session, queue, message_id, lock_id)
+    deadline = session.client.run(calls.extend(lease, add, held))
     emit(
         session,
         {"lock_deadline": deadline},
