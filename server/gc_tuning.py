@@ -14,12 +14,12 @@ What a collection costs is proportional to the objects it scans:
 So thresholds set pause lengths more than total work: collecting young
 objects every 1,000 allocations instead of every 50,000 made the longest
 pause of a node under jobs_bench's paced load 3 ms instead of 33 ms (and its
-Raft commits' longest 21 ms instead of 49), for about the same collector time
-in all. Full collections stay as rare as they were (one per ~250 million
-allocations, and only once the long-lived objects grew by a quarter, as
-CPython's own rule has it); their survivors are frozen, so the next one scans
-only what is new. Garbage cycles among frozen objects wait for every 16th full
-collection, which scans everything again.
+Raft commits' longest 21 ms instead of 49), for about twice the collector
+time in all (2 % of a core). Full collections stay as rare as they were (one
+per ~250 million allocations, and only once the long-lived objects grew by a
+quarter, as CPython's own rule has it); their survivors are frozen, so the
+next one scans only what is new. Garbage cycles among frozen objects wait for
+every 16th full collection, which scans everything again.
 
 ``PAUSES`` records every collection's length by generation, for the
 ``kokaq_gc_pause_seconds`` histogram.
