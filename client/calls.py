@@ -11,7 +11,7 @@ import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -36,6 +36,7 @@ from kokaq.core import (
     SchedulingStats,
 )
 from kokaq.protocol import convert as cv
+from kokaq.protocol.convert import LockHolder
 from kokaq.protocol.errors import error_from_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
@@ -222,19 +223,6 @@ def peek(namespace: str, queue: str, count: int) -> Call[list[MessageView]]:
     return Call("Peek", request, lambda r: [cv.message_from_proto(m) for m in r.messages])
 
 
-class LockHolder(Protocol):
-    """What settling a lease needs: a ``MessageView`` from dequeue, or a ``LockKey``."""
-
-    @property
-    def namespace(self) -> str: ...
-    @property
-    def queue(self) -> str: ...
-    @property
-    def id(self) -> str: ...
-    @property
-    def lock_id(self) -> str | None: ...
-
-
 class LockKey(NamedTuple):
     """A lease named by hand (the CLI's ``kokaq ack QUEUE ID LOCK``)."""
 
@@ -244,14 +232,8 @@ class LockKey(NamedTuple):
     lock_id: str
 
 
-def _lock(view: LockHolder) -> pb.LockRef:
-    return pb.LockRef(
-        namespace=view.namespace, queue=view.queue, message_id=view.id, lock_id=view.lock_id or ""
-    )
-
-
 def ack(view: LockHolder) -> Call[None]:
-    return Call("Ack", _lock(view), _none)
+    return Call("Ack", cv.lock_ref(view), _none)
 
 
 def ack_batch(
@@ -277,7 +259,7 @@ def nack(
     dead_letter: bool,
 ) -> Call[NackResult]:
     request = pb.NackRequest(
-        lock=_lock(view),
+        lock=cv.lock_ref(view),
         reason=cv.failure_reason_to_proto(reason),
         error=error,
         delay_ms=delay_ms,
@@ -295,21 +277,21 @@ def nack(
 def extend(view: LockHolder, add_ms: int, from_deadline: int | None = None) -> Call[int]:
     """``from_deadline``: the deadline the caller holds, so that a retry after a
     lost answer does not extend twice (see ``Engine.extend``)."""
-    request = pb.ExtendRequest(lock=_lock(view), add_ms=add_ms, from_deadline=from_deadline)
+    request = pb.ExtendRequest(lock=cv.lock_ref(view), add_ms=add_ms, from_deadline=from_deadline)
     return Call("Extend", request, _deadline)
 
 
 def refresh(view: LockHolder) -> Call[int]:
-    return Call("Refresh", _lock(view), _deadline)
+    return Call("Refresh", cv.lock_ref(view), _deadline)
 
 
 def set_visibility_timeout(view: LockHolder, timeout_ms: int) -> Call[int]:
-    request = pb.SetVisibilityTimeoutRequest(lock=_lock(view), timeout_ms=timeout_ms)
+    request = pb.SetVisibilityTimeoutRequest(lock=cv.lock_ref(view), timeout_ms=timeout_ms)
     return Call("SetVisibilityTimeout", request, _deadline)
 
 
 def release(view: LockHolder, delay_ms: int | None, visible_at: int | None) -> Call[int]:
-    request = pb.ReleaseRequest(lock=_lock(view), delay_ms=delay_ms, visible_at=visible_at)
+    request = pb.ReleaseRequest(lock=cv.lock_ref(view), delay_ms=delay_ms, visible_at=visible_at)
     return Call("Release", request, lambda r: int(r.visible_at))
 
 

@@ -493,7 +493,7 @@ class Worker:
             error = failure
         finally:
             self._leases.pop(message.id, None)
-        lock = _lock(message)
+        lock = cv.lock_ref(message)
         if error is None:
             settle = pb.SettleRequest(session_id=session, ack=lock)
         else:
@@ -523,7 +523,7 @@ class Worker:
     async def _refresh(self, transport: WorkerTransport, lease: _Lease) -> None:
         message = lease.message
         try:
-            await transport.call("Refresh", _lock(message))
+            await transport.call("Refresh", cv.lock_ref(message))
         except LockLost:
             log.warning("job %s lost its lease; another worker may run it", message.id)
             self._leases.pop(message.id, None)
@@ -547,15 +547,6 @@ class Worker:
             log.error("job %s: settling failed: %s", message.id, detail)
 
     async def _release(self, session: str, message: MessageView) -> None:
-        release = pb.ReleaseRequest(lock=_lock(message))
+        release = pb.ReleaseRequest(lock=cv.lock_ref(message))
         settle = pb.SettleRequest(session_id=session, release=release)
         await asyncio.wait([self._settle(settle, message)])
-
-
-def _lock(message: MessageView) -> pb.LockRef:
-    return pb.LockRef(
-        namespace=message.namespace,
-        queue=message.queue,
-        message_id=message.id,
-        lock_id=message.lock_id or "",
-    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -34,6 +34,7 @@ from kokaq.core import (
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
 __all__ = [
+    "LockHolder",
     "dict_to_message",
     "enqueue_result_from_proto",
     "enqueue_result_to_proto",
@@ -44,6 +45,7 @@ __all__ = [
     "filter_to_proto",
     "headers_from_proto",
     "headers_to_proto",
+    "lock_ref",
     "message_from_proto",
     "message_to_dict",
     "message_to_proto",
@@ -410,3 +412,23 @@ def filter_from_proto(message: pb.MessageFilter) -> MessageFilter:
     if "states" in data:
         data["states"] = [str(_STATES_BACK.get(number, number)) for number in data["states"]]
     return MessageFilter.from_dict(data, "where")
+
+
+class LockHolder(Protocol):
+    """What names a lease: a leased ``MessageView``, or the CLI's ``LockKey``."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def lock_id(self) -> str | None: ...
+
+
+def lock_ref(view: LockHolder) -> pb.LockRef:
+    """The wire name of a lease."""
+    return pb.LockRef(
+        namespace=view.namespace, queue=view.queue, message_id=view.id, lock_id=view.lock_id or ""
+    )

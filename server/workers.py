@@ -290,10 +290,8 @@ class WorkerSessions:
         if isinstance(jobs, KokaqError):
             return
         for job in jobs:
-            lock = pb.LockRef(namespace=job.namespace, queue=job.queue, message_id=job.id,
-                              lock_id=job.lock_id or "")  # fmt: skip
             release = asyncio.ensure_future(
-                self._gateway.run_authorized("Release", pb.ReleaseRequest(lock=lock))
+                self._gateway.run_authorized("Release", pb.ReleaseRequest(lock=cv.lock_ref(job)))
             )
             self._releasing.add(release)
             release.add_done_callback(self._released)
@@ -330,7 +328,7 @@ class WorkerSessions:
             return
         now = wall_clock_ms()
         for where, count in arrivals.items():
-            sessions = [s for s in self._sessions.values() if s.where == where and not s.ending]
+            sessions = self._waiting_on(where)
             if not sessions:
                 continue
             first = self._turn % len(sessions)
@@ -353,6 +351,10 @@ class WorkerSessions:
                 if left <= 0:
                     break
 
+    def _waiting_on(self, where: tuple[str, str]) -> list[_Session]:
+        """The sessions on queue ``where`` alone that still take jobs (not ending)."""
+        return [s for s in self._sessions.values() if s.where == where and not s.ending]
+
     def _claim(self, where: tuple[str, str] | None, free: int) -> int:
         """How many jobs to ask for: ``free``, or for a single queue (``where``)
         whose ready count is known, no more than what other sessions have not
@@ -365,7 +367,7 @@ class WorkerSessions:
         left = ready - self._claimed.get(where, 0)
         # A fair share each, so that one worker does not take every job while
         # the others idle: the sessions on this queue wake together.
-        sharing = sum(1 for s in self._sessions.values() if s.where == where and not s.ending)
+        sharing = len(self._waiting_on(where))
         claim = max(0, min(free, -(-left // max(1, sharing))))
         if claim:
             self._claimed[where] = self._claimed.get(where, 0) + claim
