@@ -413,6 +413,7 @@ class Worker:
             namespace=self.namespace,
             queues=[pb.QueueWeight(queue=q, weight=w) for q, w in self.queues],
             credit=self.prefetch,
+            concurrency=min(self.concurrency, self.prefetch),
             visibility_timeout_ms=self.visibility_timeout_ms,
             worker_id=self.worker_id,
         )

@@ -14,7 +14,8 @@ worker's heartbeats refreshed is not forgotten: the session asks the engine.)
 A job enqueued while sessions wait for it does not even wait for that: the
 node proposes their Dequeues right behind the enqueue, in the same flush of
 the group commit, so the job is leased in the Raft entry that adds it — one
-round through the log instead of two.
+round through the log instead of two. The jobs of one flush go to as few
+sessions as have idle handlers for them (``arrival_shares``).
 
 A worker that stops calls ``EndLease``: the node leases nothing more for the
 session, sends what it already leased (the worker gives those back), and ends
@@ -90,10 +91,12 @@ class _Session:
         credit: int,
         dequeue: pb.DequeueRequest,
         lease_end: LeaseEnd | None = None,
+        concurrency: int | None = None,
     ) -> None:
         self.id = session_id
         self._lease_end = lease_end
         self.credit = credit
+        self.concurrency = concurrency or credit  # jobs the worker runs at once
         self.dequeue = dequeue
         self.where: tuple[str, str] | None = None  # (namespace, queue) of a single-queue session
         if len(dequeue.queues) == 1:
@@ -119,6 +122,11 @@ class _Session:
             self._sweep(now)
         return self.credit - len(self.held) - self.asked
 
+    def idle(self, now: int) -> int:
+        """Handlers with no job: free credit, less what would wait in the worker
+        behind busy handlers (a job held and not settled counts as running)."""
+        return min(self.free(now), self.concurrency - len(self.held) - self.asked)
+
     def _sweep(self, now: int) -> None:
         """Forget the leases that ran out: their jobs are back in the queue. A
         lease the worker's heartbeats refreshed past its first deadline is still
@@ -141,6 +149,34 @@ async def _first(*events: asyncio.Event, timeout: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def arrival_shares(sessions: list[_Session], count: int, now: int) -> list[int]:
+    """How many of ``count`` new jobs each session (in the order given) leases.
+
+    First, as many as its idle handlers take, filling one session before the
+    next: the jobs of a flush then reach a few workers in large pushes (and
+    come back in large settles) instead of a sliver to each, and none waits
+    behind a busy handler. What is left then goes a fair share each to the
+    sessions with credit free, to wait in the worker for a handler.
+    """
+    shares = []
+    left = count
+    for session in sessions:
+        take = max(0, min(session.idle(now), left))
+        shares.append(take)
+        left -= take
+    rooms = [session.free(now) - share for session, share in zip(sessions, shares, strict=True)]
+    while left > 0:  # each round fills a session's credit, or leases all that is left
+        with_room = [index for index, room in enumerate(rooms) if room > 0]
+        if not with_room:
+            break
+        for turn, index in enumerate(with_room):
+            share = min(rooms[index], -(-left // (len(with_room) - turn)))
+            shares[index] += share
+            rooms[index] -= share
+            left -= share
+    return shares
 
 
 class WorkerSessions:
@@ -197,7 +233,10 @@ class WorkerSessions:
         except KokaqError as error:
             await abort_with(context, error)
             return
-        session = _Session(new_ids(1)[0], int(request.credit), dequeue, self._lease_end)
+        concurrency = request.concurrency if request.HasField("concurrency") else None
+        session = _Session(
+            new_ids(1)[0], int(request.credit), dequeue, self._lease_end, concurrency
+        )
         self._sessions[session.id] = session
         # A Dequeue in flight whose jobs are not sent yet. The awaits below are
         # shielded: if the stream breaks, it still finishes, and its jobs go back.
@@ -321,8 +360,9 @@ class WorkerSessions:
             self._arrivals[where] = self._arrivals.get(where, 0) + ready
 
     def lease_arrivals(self) -> None:
-        """Propose, behind the enqueues pending, a Dequeue for each session on
-        their queue with credit free: a fair share of the arrivals each."""
+        """Propose, behind the enqueues pending, a Dequeue for the sessions on
+        their queue with credit free (``arrival_shares``), taking turns at
+        being first."""
         arrivals, self._arrivals = self._arrivals, {}
         if self._propose is None:
             return
@@ -334,9 +374,7 @@ class WorkerSessions:
             first = self._turn % len(sessions)
             self._turn += 1
             sessions = sessions[first:] + sessions[:first]
-            left = count
-            for index, session in enumerate(sessions):
-                share = min(session.free(now), -(-left // (len(sessions) - index)))
+            for session, share in zip(sessions, arrival_shares(sessions, count, now), strict=True):
                 if share <= 0:
                     continue
                 request = pb.DequeueRequest()
@@ -347,9 +385,6 @@ class WorkerSessions:
                 session.handoffs.append((future, share))
                 session.asked += share
                 session.wake.set()
-                left -= share
-                if left <= 0:
-                    break
 
     def _waiting_on(self, where: tuple[str, str]) -> list[_Session]:
         """The sessions on queue ``where`` alone that still take jobs (not ending)."""
@@ -537,6 +572,8 @@ def _dequeue_request(request: pb.LeaseRequest) -> pb.DequeueRequest:
         raise InvalidArgument("queues", "name at least one queue")
     if not 1 <= request.credit <= MAX_BATCH:
         raise InvalidArgument("credit", f"must be 1 to {MAX_BATCH}")
+    if request.HasField("concurrency") and not 1 <= request.concurrency <= request.credit:
+        raise InvalidArgument("concurrency", f"must be 1 to the credit ({request.credit})")
     dequeue = pb.DequeueRequest(namespace=request.namespace, queues=request.queues)
     if request.HasField("visibility_timeout_ms"):
         dequeue.visibility_timeout_ms = request.visibility_timeout_ms

@@ -2103,12 +2103,18 @@ class LeaseRequest(_message.Message):
     CREDIT_FIELD_NUMBER: _builtins.int
     VISIBILITY_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     credit: _builtins.int
     """jobs the worker holds at once (its prefetch window): 1 to 1,000"""
     visibility_timeout_ms: _builtins.int
     worker_id: _builtins.str
     """shown in logs and metrics"""
+    concurrency: _builtins.int
+    """Jobs the worker runs at once: 1 to credit (absent: credit). The node hands
+    a flush's new jobs to as few workers as have handlers idle for them, so
+    they arrive in fewer, larger pushes and settles.
+    """
     @_builtins.property
     def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueWeight]:
         """one, or several with weights"""
@@ -2121,13 +2127,19 @@ class LeaseRequest(_message.Message):
         credit: _builtins.int = ...,
         visibility_timeout_ms: _builtins.int | None = ...,
         worker_id: _builtins.str = ...,
+        concurrency: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_visibility_timeout_ms", b"_visibility_timeout_ms", "visibility_timeout_ms", b"visibility_timeout_ms"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_visibility_timeout_ms", b"_visibility_timeout_ms", "concurrency", b"concurrency", "visibility_timeout_ms", b"visibility_timeout_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_visibility_timeout_ms", b"_visibility_timeout_ms", "credit", b"credit", "namespace", b"namespace", "queues", b"queues", "visibility_timeout_ms", b"visibility_timeout_ms", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency", "_visibility_timeout_ms", b"_visibility_timeout_ms", "concurrency", b"concurrency", "credit", b"credit", "namespace", b"namespace", "queues", b"queues", "visibility_timeout_ms", b"visibility_timeout_ms", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__concurrency: _TypeAlias = _typing.Literal["concurrency"]  # noqa: Y015
+    _WhichOneofArgType__concurrency: _TypeAlias = _typing.Literal["_concurrency", b"_concurrency"]  # noqa: Y015
     _WhichOneofReturnType__visibility_timeout_ms: _TypeAlias = _typing.Literal["visibility_timeout_ms"]  # noqa: Y015
     _WhichOneofArgType__visibility_timeout_ms: _TypeAlias = _typing.Literal["_visibility_timeout_ms", b"_visibility_timeout_ms"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrency) -> _WhichOneofReturnType__concurrency | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__visibility_timeout_ms) -> _WhichOneofReturnType__visibility_timeout_ms | None: ...
 
 Global___LeaseRequest: _TypeAlias = LeaseRequest  # noqa: Y015

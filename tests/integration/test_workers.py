@@ -414,6 +414,14 @@ def test_worker_rpcs_refuse_bad_input(node: NodeProcess, http: httpx.Client) -> 
             (pb.LeaseRequest(namespace="default", credit=1), "queues"),
             (pb.LeaseRequest(namespace="default", queues=queues, credit=0), "credit"),
             (pb.LeaseRequest(namespace="default", queues=queues, credit=1001), "credit"),
+            (
+                pb.LeaseRequest(namespace="default", queues=queues, credit=4, concurrency=0),
+                "concurrency",
+            ),
+            (
+                pb.LeaseRequest(namespace="default", queues=queues, credit=4, concurrency=5),
+                "concurrency",
+            ),
         ):
             with pytest.raises(grpc.RpcError) as raised:
                 next(iter(lease(request, timeout=5)))

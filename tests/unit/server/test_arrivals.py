@@ -1,0 +1,135 @@
+"""Which waiting worker sessions lease the jobs a flush enqueues: whole to
+one worker while its handlers are idle, then the next; only what no idle
+handler takes is split over the workers' free credit."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kokaq.protocol.v1 import kokaq_pb2 as pb
+from kokaq.server.workers import Wakeup, WorkerSessions, _Session, arrival_shares
+from tests.unit.server.test_broken_lease_streams import LEASE, Context, Gateway
+
+NOW = 1_000
+DEQUEUE = pb.DequeueRequest(namespace="ns", queues=[pb.QueueWeight(queue="q")])
+
+
+def session(credit: int, concurrency: int | None = None, holding: int = 0) -> _Session:
+    worker = _Session(f"s{id(object())}", credit, DEQUEUE, concurrency=concurrency)
+    worker.hold(
+        [
+            SimpleNamespace(
+                id=f"m{i}", lock_id="L", lock_deadline=NOW + 60_000, namespace="ns", queue="q"
+            )
+            for i in range(holding)
+        ]
+    )
+    return worker
+
+
+def test_a_flush_goes_whole_to_the_first_worker_with_idle_handlers() -> None:
+    workers = [session(128, 64) for _ in range(4)]
+    assert arrival_shares(workers, 33, NOW) == [33, 0, 0, 0]
+    assert arrival_shares(workers, 100, NOW) == [64, 36, 0, 0]
+
+
+def test_busy_workers_are_passed_over_while_another_has_idle_handlers() -> None:
+    busy, half_busy, idle = (
+        session(128, 64, holding=64),
+        session(128, 64, holding=60),
+        session(128, 64),
+    )
+    assert arrival_shares([busy, half_busy, idle], 10, NOW) == [0, 4, 6]
+
+
+def test_what_no_idle_handler_takes_is_split_over_the_free_credit() -> None:
+    workers = [session(4, 2) for _ in range(4)]
+    # 2 each to the idle handlers, then the 4 left a fair share each.
+    assert arrival_shares(workers, 12, NOW) == [3, 3, 3, 3]
+    # Never past the credit: 16 is all four can hold.
+    assert arrival_shares(workers, 40, NOW) == [4, 4, 4, 4]
+    # Every handler busy: a fair share of the credit left.
+    full = [session(4, 2, holding=2) for _ in range(2)]
+    assert arrival_shares(full, 3, NOW) == [2, 1]
+
+
+def test_without_a_concurrency_the_whole_credit_counts_as_handlers() -> None:
+    """Workers of older SDKs do not send one."""
+    workers = [session(8), session(8)]
+    assert arrival_shares(workers, 10, NOW) == [8, 2]
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 50), st.integers(1, 50), st.integers(0, 50)),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(0, 400),
+)
+def test_shares_lease_what_the_credit_allows_and_no_more(
+    shapes: list[tuple[int, int, int]], count: int
+) -> None:
+    workers = []
+    for credit, concurrency, holding in shapes:
+        workers.append(session(credit, min(concurrency, credit), holding=min(holding, credit)))
+    free = [w.free(NOW) for w in workers]
+    shares = arrival_shares(workers, count, NOW)
+    assert all(0 <= share <= room for share, room in zip(shares, free, strict=True))
+    assert sum(shares) == min(count, sum(free))
+    # Idle handlers are served first: a share beyond a session's idle handlers
+    # means every session's idle handlers got work.
+    idle = [w.idle(NOW) for w in workers]
+    if any(share > max(0, i) for share, i in zip(shares, idle, strict=True)):
+        assert all(share >= i for share, i in zip(shares, idle, strict=True))
+
+
+def test_the_node_proposes_one_dequeue_for_a_flush_that_one_worker_can_run() -> None:
+    """Through the sessions: four workers wait, 20 jobs are enqueued in one
+    flush; one Dequeue leases all 20, and the next flush goes to another
+    worker first."""
+
+    async def scenario() -> None:
+        proposed: list[int] = []
+
+        def propose(name: str, request: bytes, ids: list[str]) -> asyncio.Future[Any]:
+            assert name == "Dequeue"
+            proposed.append(pb.DequeueRequest.FromString(request).max_count)
+            return asyncio.get_running_loop().create_future()
+
+        sessions = WorkerSessions(
+            Gateway(),  # type: ignore[arg-type]
+            Wakeup(),
+            ready_count=lambda namespace, queue: 0,
+            propose=propose,
+        )
+        request = pb.LeaseRequest()
+        request.CopyFrom(LEASE)
+        request.credit, request.concurrency = 64, 32
+        streams = [sessions.lease(request.SerializeToString(), Context()) for _ in range(4)]  # type: ignore[arg-type]
+        for stream in streams:
+            assert (await anext(stream)).session_id
+        pulls = [asyncio.ensure_future(anext(stream)) for stream in streams]
+        await asyncio.sleep(0)  # every session parks: nothing is ready
+        batch = pb.EnqueueBatchRequest(
+            namespace="ns", queue="q", messages=[pb.MessageSpec() for _ in range(20)]
+        )
+        sessions.saw_write("EnqueueBatch", batch)
+        sessions.lease_arrivals()
+        assert proposed == [20]
+        sessions.saw_write("EnqueueBatch", batch)
+        sessions.lease_arrivals()
+        # The first worker still has 12 idle handlers; the turn moved on.
+        assert proposed == [20, 20]
+        handed = [len(s.handoffs) for s in sessions._sessions.values()]
+        assert sorted(handed) == [0, 0, 1, 1]
+        for pull in pulls:
+            pull.cancel()
+        await asyncio.gather(*pulls, return_exceptions=True)
+
+    asyncio.run(scenario())
