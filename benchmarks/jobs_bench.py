@@ -18,8 +18,11 @@ Measures in one run (this machine is noisy, so the baselines are measured here t
     carrying its submit time; the handlers record when they start. The wait
     is split in three (p50s and p99s): submit -> enqueue proposed (the job's
     ``created_at``), -> Dequeue proposed (its lease start, ``lock_deadline``
-    less the visibility timeout), -> handler start. With the node's garbage
-    collections meanwhile: how many per second, and how many took over 10 ms.
+    less the visibility timeout), -> handler start. With what the node did
+    meanwhile: CPU per job (node, workers), Raft entries, Dequeues and
+    AckBatches per 1,000 jobs (smaller batches than in (d): each costs gRPC
+    calls and wake-ups, which dominate at this rate), and its garbage
+    collections: how many per second, and how many took over 10 ms.
 
 Each figure is the median of ``--runs`` runs. The last line printed is one
 JSON object. Run from the repository root: ``python -m benchmarks.jobs_bench``.
@@ -97,6 +100,12 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_us_per_job(pids: list[int], before: list[float], jobs: int) -> tuple[float, float]:
+    """CPU microseconds per job since ``before``: the node's (first pid), the workers' together."""
+    spent = [_cpu_seconds(pid) - start for pid, start in zip(pids, before, strict=True)]
+    return 1e6 * spent[0] / jobs, 1e6 * sum(spent[1:]) / jobs
 
 
 def _writes(base: str) -> Counter[str]:
@@ -191,23 +200,26 @@ def one_run(args: argparse.Namespace, directory: Path) -> dict[str, float]:
             while _acked(client, "work") < args.jobs:
                 time.sleep(0.02)
             out["worker_jobs_per_s"] = args.jobs / (time.perf_counter() - started)
-            spent = [
-                _cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)
-            ]
-            out["node_cpu_us_per_job"] = 1e6 * spent[0] / args.jobs
-            out["workers_cpu_us_per_job"] = 1e6 * sum(spent[1:]) / args.jobs
+            node_us, workers_us = _cpu_us_per_job(pids, cpu_before, args.jobs)
+            out["node_cpu_us_per_job"], out["workers_cpu_us_per_job"] = node_us, workers_us
             writes = _writes(base) - writes_before
             for name in ("batches", "Dequeue", "AckBatch"):
                 out[f"{name}_per_1k_jobs"] = 1000 * writes[name] / args.jobs
 
             count = int(out["worker_jobs_per_s"] * args.latency_seconds / 2)
-            before = _writes(base)
+            writes_before = _writes(base)
+            cpu_before = [_cpu_seconds(pid) for pid in pids]
             _produce(client, "work", count, rate=out["worker_jobs_per_s"] / 2)
             while _acked(client, "work") < args.jobs + count:
                 time.sleep(0.02)
-            collections = _writes(base) - before
-            out["node_gc_per_s_at_half_load"] = collections["gc"] / args.latency_seconds
-            out["node_gc_over_10ms_at_half_load"] = collections["gc_over_10ms"]
+            node_us, workers_us = _cpu_us_per_job(pids, cpu_before, count)
+            out["node_cpu_us_per_job_at_half_load"] = node_us
+            out["workers_cpu_us_per_job_at_half_load"] = workers_us
+            paced = _writes(base) - writes_before
+            for name in ("batches", "Dequeue", "AckBatch"):
+                out[f"{name}_per_1k_jobs_at_half_load"] = 1000 * paced[name] / count
+            out["node_gc_per_s_at_half_load"] = paced["gc"] / args.latency_seconds
+            out["node_gc_over_10ms_at_half_load"] = paced["gc_over_10ms"]
             _stop(workers)
         rows = [r for path in directory.glob("lat-*.json") for r in json.loads(path.read_text())]
         latencies = sorted(started - submitted for submitted, _, _, started in rows)
