@@ -13,7 +13,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -243,6 +244,32 @@ def test_a_follower_that_missed_compaction_catches_up_from_a_snapshot(tmp_path: 
 STRANDED, MINORITY = 98, 99  # the process numbers of two writes sent to a paused leader
 
 
+@contextmanager
+def under_checked_load(
+    nodes: list[NodeProcess], release: Callable[[], None], consumers: int = 2
+) -> Iterator[tuple[list[str], History, NodeProcess, Workload]]:
+    """The checked queue on a cluster and a recorded workload on it, once 200
+    messages are acked: (client addresses, history, leader, workload). On the
+    way out the clients stop, ``release`` frees and kills the members (resumes
+    or heals them first, so the clients' calls end), then the clients are joined."""
+    addresses = [n.grpc for n in nodes]
+    history = History()
+    workload = None
+    try:
+        with Client(addresses) as client:
+            create_checked_queue(client)
+        leader = leader_of(nodes)
+        workload = Workload(lambda: addresses, history, consumers=consumers)
+        wait_until(lambda: history.acks_since() >= 200, timeout=30)
+        yield addresses, history, leader, workload
+    finally:
+        if workload is not None:
+            workload.stopping.set()
+        release()
+        if workload is not None:
+            workload.stop()
+
+
 def test_a_paused_leader_is_replaced_and_rejoins_as_a_follower(tmp_path: Path) -> None:
     """A partition by SIGSTOP, under load: the majority elects a new leader and
     serves (the SDK's keepalive pings find the silent node in seconds); the
@@ -252,16 +279,16 @@ def test_a_paused_leader_is_replaced_and_rejoins_as_a_follower(tmp_path: Path) -
     (it found defect 6: the resumed node applied, and answered as done, writes
     that nobody had committed)."""
     nodes = start_cluster(str(tmp_path), args=("--compaction-entries", "20"))
-    addresses = [n.grpc for n in nodes]
-    history = History()
-    workload = None
-    try:
-        with Client(addresses) as client:
-            create_checked_queue(client)
-        old = leader_of(nodes)
+
+    def resume_and_kill() -> None:
+        for node in nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.send_signal(signal.SIGCONT)
+            node.kill()
+
+    with under_checked_load(nodes, resume_and_kill, consumers=3) as loaded:
+        addresses, history, old, workload = loaded
         assert old.process is not None
-        workload = Workload(lambda: addresses, history, consumers=3)
-        wait_until(lambda: history.acks_since() >= 200, timeout=30)
         old.process.send_signal(signal.SIGSTOP)
         paused_at = time.time()
         # A write sent to the paused leader on a plain channel (no keepalive): it
@@ -319,15 +346,6 @@ def test_a_paused_leader_is_replaced_and_rejoins_as_a_follower(tmp_path: Path) -
         with Client(addresses) as client:
             assert check_cluster(history, client) == []
         wait_until(lambda: len(replica_states(nodes)) == 1, timeout=20)
-    finally:
-        if workload is not None:
-            workload.stopping.set()
-        for node in nodes:
-            if node.process is not None and node.process.poll() is None:
-                node.process.send_signal(signal.SIGCONT)
-            node.kill()
-        if workload is not None:
-            workload.stop()
 
 
 MINORITY_WRITE = """
@@ -353,16 +371,15 @@ def test_a_leader_cut_off_by_the_network_steps_down_and_rejoins(tmp_path: Path) 
     promise."""
     with netns.Network(3) as network:
         nodes = start_cluster(str(tmp_path), hosts=network.hosts, prefixes=network.prefixes)
-        addresses = [n.grpc for n in nodes]
-        history = History()
-        workload = None
-        try:
-            with Client(addresses) as client:
-                create_checked_queue(client)
-            old = leader_of(nodes)
+
+        def heal_and_kill() -> None:
+            for member in range(3):
+                network.heal(member)
+            for node in nodes:
+                node.kill()
+
+        with under_checked_load(nodes, heal_and_kill) as (addresses, history, old, workload):
             cut = nodes.index(old)
-            workload = Workload(lambda: addresses, history)
-            wait_until(lambda: history.acks_since() >= 200, timeout=30)
             network.cut(cut)
             cut_at = time.time()
             majority = [n for n in nodes if n is not old]
@@ -401,15 +418,6 @@ def test_a_leader_cut_off_by_the_network_steps_down_and_rejoins(tmp_path: Path) 
                 again = client.queue("n", "q").enqueue(b"x", dedup_key="minority-1")
                 assert not again.duplicate  # the minority's write never applied
             wait_until(lambda: len(replica_states(nodes)) == 1, timeout=20)
-        finally:
-            if workload is not None:
-                workload.stopping.set()
-            for member in range(3):
-                network.heal(member)
-            for node in nodes:
-                node.kill()
-            if workload is not None:
-                workload.stop()
 
 
 def test_members_join_leave_and_hand_over_leadership_under_load(
