@@ -101,6 +101,8 @@ class _Session:
         self.where: tuple[str, str] | None = None  # (namespace, queue) of a single-queue session
         if len(dequeue.queues) == 1:
             self.where = (dequeue.namespace, dequeue.queues[0].queue)
+        # Every (namespace, queue) it leases from.
+        self.serves = frozenset((dequeue.namespace, weighted.queue) for weighted in dequeue.queues)
         # (message id, lock id) -> (lock deadline, namespace, queue)
         self.held: dict[tuple[str, str], tuple[int, str, str]] = {}
         self.settled = asyncio.Event()
@@ -184,14 +186,15 @@ class WorkerSessions:
 
     When an applied write wakes them, every session with credit could propose
     a Dequeue, and all but the first would go through the log for nothing.
-    So a session on one queue first looks at the leader's count of ready jobs,
-    less what other sessions' Dequeues in flight will take (``_claimed``),
-    and proposes only when something is left for it.
+    So a session first looks at the leader's count of ready jobs on its
+    queues, less what other sessions' Dequeues in flight will take
+    (``_claimed``), and proposes only when something is left for it.
 
     With ``propose`` (the committer's), the node also calls ``saw_write``
     with every write and ``lease_arrivals`` as each group-commit flush
     begins: the jobs enqueued since are leased to the sessions waiting on
-    their queue by Dequeues that follow the enqueues in the log."""
+    their queue (alone, or among others by weight) by Dequeues that follow
+    the enqueues in the log."""
 
     def __init__(
         self,
@@ -263,7 +266,7 @@ class WorkerSessions:
                         session.settled.clear()
                         await _first(session.settled, self._stopping, timeout=_RECHECK_SECONDS)
                         continue
-                    claim = self._claim(session.where, free)
+                    claim = self._claim(session, free)
                     if claim == 0:
                         await self._park(session, work)
                         continue
@@ -387,15 +390,26 @@ class WorkerSessions:
                 session.wake.set()
 
     def _waiting_on(self, where: tuple[str, str]) -> list[_Session]:
-        """The sessions on queue ``where`` alone that still take jobs (not ending)."""
-        return [s for s in self._sessions.values() if s.where == where and not s.ending]
+        """The sessions leasing from queue ``where`` that still take jobs (not ending)."""
+        return [s for s in self._sessions.values() if where in s.serves and not s.ending]
 
-    def _claim(self, where: tuple[str, str] | None, free: int) -> int:
-        """How many jobs to ask for: ``free``, or for a single queue (``where``)
-        whose ready count is known, no more than what other sessions have not
-        claimed."""
-        if self._ready_count is None or where is None:
+    def _claim(self, session: _Session, free: int) -> int:
+        """How many jobs to ask for: no more than ``free``, nor than the
+        session's queues hold ready and other sessions have not claimed (when
+        the ready counts are known)."""
+        where = session.where
+        if self._ready_count is None:
             return free
+        if where is None:
+            # Several queues, chosen among by weight in the Dequeue: the jobs
+            # left on them all bound the ask (claimed by queue, it is not).
+            left = 0
+            for queue in session.serves:
+                ready = self._ready_count(*queue)
+                if ready is None:
+                    return free
+                left += max(0, ready - self._claimed.get(queue, 0))
+            return min(free, left)
         ready = self._ready_count(*where)
         if ready is None:
             return free  # unknown (a missing queue, say): the Dequeue will tell

@@ -133,3 +133,94 @@ def test_the_node_proposes_one_dequeue_for_a_flush_that_one_worker_can_run() -> 
         await asyncio.gather(*pulls, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+MULTI = pb.LeaseRequest(
+    namespace="ns",
+    queues=[pb.QueueWeight(queue="q", weight=3), pb.QueueWeight(queue="r", weight=1)],
+    credit=8,
+    concurrency=4,
+)
+
+
+class RecordingGateway(Gateway):
+    """The fake gateway, keeping the Dequeues the sessions make themselves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[pb.DequeueRequest] = []
+
+    async def run_authorized(self, name: str, request: Any, **options: Any) -> Any:
+        if name == "Dequeue":
+            copy = pb.DequeueRequest()
+            copy.CopyFrom(request)
+            self.asked.append(copy)
+        return await super().run_authorized(name, request, **options)
+
+
+def test_a_session_on_several_queues_asks_only_for_what_they_hold_ready() -> None:
+    """Woken, a weighted multi-queue session Dequeues no more than its queues
+    hold ready, and nothing (it parks) when they hold none: it used to ask for
+    its whole credit on every applied write, through the log, for nothing."""
+
+    async def scenario() -> None:
+        ready = {("ns", "q"): 0, ("ns", "r"): 0}
+        gateway = RecordingGateway()
+        sessions = WorkerSessions(
+            gateway,  # type: ignore[arg-type]
+            Wakeup(),
+            ready_count=lambda namespace, queue: ready[(namespace, queue)],
+        )
+        stream = sessions.lease(MULTI.SerializeToString(), Context())  # type: ignore[arg-type]
+        assert (await anext(stream)).session_id
+        pulling = asyncio.ensure_future(anext(stream))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert gateway.asked == []  # parked: nothing is ready
+        ready[("ns", "q")], ready[("ns", "r")] = 2, 1
+        sessions._wakeup.notify()  # an applied enqueue
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert [d.max_count for d in gateway.asked] == [3]
+        assert [w.queue for w in gateway.asked[0].queues] == ["q", "r"]
+        pulling.cancel()
+        await asyncio.gather(pulling, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_session_on_several_queues_is_handed_the_arrivals_of_each() -> None:
+    async def scenario() -> None:
+        proposed: list[pb.DequeueRequest] = []
+
+        def propose(name: str, request: bytes, ids: list[str]) -> asyncio.Future[Any]:
+            proposed.append(pb.DequeueRequest.FromString(request))
+            return asyncio.get_running_loop().create_future()
+
+        sessions = WorkerSessions(
+            Gateway(),  # type: ignore[arg-type]
+            Wakeup(),
+            ready_count=lambda namespace, queue: 0,
+            propose=propose,
+        )
+        stream = sessions.lease(MULTI.SerializeToString(), Context())  # type: ignore[arg-type]
+        assert (await anext(stream)).session_id
+        pulling = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)  # parked
+        for queue, count in (("r", 1), ("q", 6)):
+            batch = pb.EnqueueBatchRequest(
+                namespace="ns", queue=queue, messages=[pb.MessageSpec() for _ in range(count)]
+            )
+            sessions.saw_write("EnqueueBatch", batch)
+        sessions.lease_arrivals()
+        # Its whole weighted Dequeue each time: 1 for r's job; all of q's six,
+        # three for its handlers still idle and three to wait in the worker
+        # (its credit of 8 holds them, with r's one).
+        assert [(d.max_count, [w.queue for w in d.queues]) for d in proposed] == [
+            (1, ["q", "r"]),
+            (6, ["q", "r"]),
+        ]
+        pulling.cancel()
+        await asyncio.gather(pulling, return_exceptions=True)
+
+    asyncio.run(scenario())
