@@ -124,10 +124,10 @@ class _Session:
             self._sweep(now)
         return self.credit - len(self.held) - self.asked
 
-    def idle(self, now: int) -> int:
-        """Handlers with no job: free credit, less what would wait in the worker
-        behind busy handlers (a job held and not settled counts as running)."""
-        return min(self.free(now), self.concurrency - len(self.held) - self.asked)
+    def idle_handlers(self) -> int:
+        """Handlers with no job (a job held and not settled counts as running),
+        so the jobs it could take without any waiting behind a busy one."""
+        return self.concurrency - len(self.held) - self.asked
 
     def _sweep(self, now: int) -> None:
         """Forget the leases that ran out: their jobs are back in the queue. A
@@ -162,13 +162,14 @@ def arrival_shares(sessions: list[_Session], count: int, now: int) -> list[int]:
     behind a busy handler. What is left then goes a fair share each to the
     sessions with credit free, to wait in the worker for a handler.
     """
+    frees = [session.free(now) for session in sessions]
     shares = []
     left = count
-    for session in sessions:
-        take = max(0, min(session.idle(now), left))
+    for session, free in zip(sessions, frees, strict=True):
+        take = max(0, min(free, session.idle_handlers(), left))
         shares.append(take)
         left -= take
-    rooms = [session.free(now) - share for session, share in zip(sessions, shares, strict=True)]
+    rooms = [free - share for free, share in zip(frees, shares, strict=True)]
     while left > 0:  # each round fills a session's credit, or leases all that is left
         with_room = [index for index, room in enumerate(rooms) if room > 0]
         if not with_room:

@@ -84,9 +84,47 @@ def test_shares_lease_what_the_credit_allows_and_no_more(
     assert sum(shares) == min(count, sum(free))
     # Idle handlers are served first: a share beyond a session's idle handlers
     # means every session's idle handlers got work.
-    idle = [w.idle(NOW) for w in workers]
+    idle = [min(room, w.idle_handlers()) for w, room in zip(workers, free, strict=True)]
     if any(share > max(0, i) for share, i in zip(shares, idle, strict=True)):
         assert all(share >= i for share, i in zip(shares, idle, strict=True))
+
+
+def handing_sessions() -> tuple[WorkerSessions, list[pb.DequeueRequest]]:
+    """Sessions on queues where nothing is ready, and the handoff Dequeues
+    proposed for them (left unanswered, as if the log were slow)."""
+    proposed: list[pb.DequeueRequest] = []
+
+    def propose(name: str, request: bytes, ids: list[str]) -> asyncio.Future[Any]:
+        assert name == "Dequeue"
+        proposed.append(pb.DequeueRequest.FromString(request))
+        return asyncio.get_running_loop().create_future()
+
+    sessions = WorkerSessions(
+        Gateway(),  # type: ignore[arg-type]
+        Wakeup(),
+        ready_count=lambda namespace, queue: 0,
+        propose=propose,
+    )
+    return sessions, proposed
+
+
+async def parked(
+    sessions: WorkerSessions, request: pb.LeaseRequest, count: int = 1
+) -> list[asyncio.Task[pb.LeaseEvent]]:
+    """Open ``count`` lease streams past their first event; their next events,
+    pending (the sessions look for work, then park)."""
+    streams = [sessions.lease(request.SerializeToString(), Context()) for _ in range(count)]  # type: ignore[arg-type]
+    for stream in streams:
+        assert (await anext(stream)).session_id
+    pulls = [asyncio.ensure_future(anext(stream)) for stream in streams]
+    await asyncio.sleep(0)
+    return pulls
+
+
+async def close(pulls: list[asyncio.Task[pb.LeaseEvent]]) -> None:
+    for pull in pulls:
+        pull.cancel()
+    await asyncio.gather(*pulls, return_exceptions=True)
 
 
 def test_the_node_proposes_one_dequeue_for_a_flush_that_one_worker_can_run() -> None:
@@ -95,42 +133,24 @@ def test_the_node_proposes_one_dequeue_for_a_flush_that_one_worker_can_run() -> 
     worker first."""
 
     async def scenario() -> None:
-        proposed: list[int] = []
-
-        def propose(name: str, request: bytes, ids: list[str]) -> asyncio.Future[Any]:
-            assert name == "Dequeue"
-            proposed.append(pb.DequeueRequest.FromString(request).max_count)
-            return asyncio.get_running_loop().create_future()
-
-        sessions = WorkerSessions(
-            Gateway(),  # type: ignore[arg-type]
-            Wakeup(),
-            ready_count=lambda namespace, queue: 0,
-            propose=propose,
-        )
+        sessions, proposed = handing_sessions()
         request = pb.LeaseRequest()
         request.CopyFrom(LEASE)
         request.credit, request.concurrency = 64, 32
-        streams = [sessions.lease(request.SerializeToString(), Context()) for _ in range(4)]  # type: ignore[arg-type]
-        for stream in streams:
-            assert (await anext(stream)).session_id
-        pulls = [asyncio.ensure_future(anext(stream)) for stream in streams]
-        await asyncio.sleep(0)  # every session parks: nothing is ready
+        pulls = await parked(sessions, request, 4)  # nothing is ready
         batch = pb.EnqueueBatchRequest(
             namespace="ns", queue="q", messages=[pb.MessageSpec() for _ in range(20)]
         )
         sessions.saw_write("EnqueueBatch", batch)
         sessions.lease_arrivals()
-        assert proposed == [20]
+        assert [d.max_count for d in proposed] == [20]
         sessions.saw_write("EnqueueBatch", batch)
         sessions.lease_arrivals()
         # The first worker still has 12 idle handlers; the turn moved on.
-        assert proposed == [20, 20]
+        assert [d.max_count for d in proposed] == [20, 20]
         handed = [len(s.handoffs) for s in sessions._sessions.values()]
         assert sorted(handed) == [0, 0, 1, 1]
-        for pull in pulls:
-            pull.cancel()
-        await asyncio.gather(*pulls, return_exceptions=True)
+        await close(pulls)
 
     asyncio.run(scenario())
 
@@ -171,10 +191,8 @@ def test_a_session_on_several_queues_asks_only_for_what_they_hold_ready() -> Non
             Wakeup(),
             ready_count=lambda namespace, queue: ready[(namespace, queue)],
         )
-        stream = sessions.lease(MULTI.SerializeToString(), Context())  # type: ignore[arg-type]
-        assert (await anext(stream)).session_id
-        pulling = asyncio.ensure_future(anext(stream))
-        for _ in range(5):
+        pulls = await parked(sessions, MULTI)
+        for _ in range(4):
             await asyncio.sleep(0)
         assert gateway.asked == []  # parked: nothing is ready
         ready[("ns", "q")], ready[("ns", "r")] = 2, 1
@@ -183,30 +201,15 @@ def test_a_session_on_several_queues_asks_only_for_what_they_hold_ready() -> Non
             await asyncio.sleep(0)
         assert [d.max_count for d in gateway.asked] == [3]
         assert [w.queue for w in gateway.asked[0].queues] == ["q", "r"]
-        pulling.cancel()
-        await asyncio.gather(pulling, return_exceptions=True)
+        await close(pulls)
 
     asyncio.run(scenario())
 
 
 def test_a_session_on_several_queues_is_handed_the_arrivals_of_each() -> None:
     async def scenario() -> None:
-        proposed: list[pb.DequeueRequest] = []
-
-        def propose(name: str, request: bytes, ids: list[str]) -> asyncio.Future[Any]:
-            proposed.append(pb.DequeueRequest.FromString(request))
-            return asyncio.get_running_loop().create_future()
-
-        sessions = WorkerSessions(
-            Gateway(),  # type: ignore[arg-type]
-            Wakeup(),
-            ready_count=lambda namespace, queue: 0,
-            propose=propose,
-        )
-        stream = sessions.lease(MULTI.SerializeToString(), Context())  # type: ignore[arg-type]
-        assert (await anext(stream)).session_id
-        pulling = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0)  # parked
+        sessions, proposed = handing_sessions()
+        pulls = await parked(sessions, MULTI)
         for queue, count in (("r", 1), ("q", 6)):
             batch = pb.EnqueueBatchRequest(
                 namespace="ns", queue=queue, messages=[pb.MessageSpec() for _ in range(count)]
@@ -220,7 +223,6 @@ def test_a_session_on_several_queues_is_handed_the_arrivals_of_each() -> None:
             (1, ["q", "r"]),
             (6, ["q", "r"]),
         ]
-        pulling.cancel()
-        await asyncio.gather(pulling, return_exceptions=True)
+        await close(pulls)
 
     asyncio.run(scenario())
