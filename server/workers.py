@@ -29,9 +29,11 @@ worker reconnects to another node, or waits for this one to come back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -231,22 +233,39 @@ class WorkerSessions:
     ) -> AsyncIterator[pb.LeaseEvent]:
         try:
             request = _parse(pb.LeaseRequest, raw)
-            dequeue = _dequeue_request(request)
             key = self._gateway.auth.key_of(context.invocation_metadata() or ())
-            self._gateway.authorize("Dequeue", dequeue, key)
+            session = self._open(request, key)
         except KokaqError as error:
             await abort_with(context, error)
             return
+        try:
+            yield pb.LeaseEvent(session_id=session.id)
+            async with contextlib.aclosing(self._leased_batches(session)) as batches:
+                async for jobs in batches:
+                    yield pb.LeaseEvent(jobs=[cv.message_to_proto(job) for job in jobs])
+        except KokaqError as error:  # not the leader any more, say
+            await abort_with(context, error)
+
+    def _open(self, request: pb.LeaseRequest, key: str | None) -> _Session:
+        """A new session for a valid, authorized lease request."""
+        dequeue = _dequeue_request(request)
+        self._gateway.authorize("Dequeue", dequeue, key)
         concurrency = request.concurrency if request.HasField("concurrency") else None
         session = _Session(
             new_ids(1)[0], int(request.credit), dequeue, self._lease_end, concurrency
         )
         self._sessions[session.id] = session
+        return session
+
+    async def _leased_batches(self, session: _Session) -> AsyncGenerator[list[Any], None]:
+        """The jobs leased for a session, a Dequeue's at a time, until it ends
+        (or the node stops); then the session is closed. Jobs leased and not
+        yet taken from here when it closes go back to their queue."""
+        dequeue = session.dequeue
         # A Dequeue in flight whose jobs are not sent yet. The awaits below are
         # shielded: if the stream breaks, it still finishes, and its jobs go back.
         unsent: asyncio.Future[Any] | None = None
         try:
-            yield pb.LeaseEvent(session_id=session.id)
             # A Dequeue proposed for the session is answered even when stopping.
             while session.handoffs or not (self._stopping.is_set() or session.ending):
                 if session.handoffs:
@@ -256,6 +275,7 @@ class WorkerSessions:
                     finally:
                         session.asked -= asked
                     if isinstance(jobs, KokaqError):
+                        unsent = None  # it failed: nothing to give back
                         raise jobs
                     self._gateway.leased(jobs)
                     if not jobs:
@@ -276,6 +296,9 @@ class WorkerSessions:
                     unsent = asyncio.ensure_future(self._gateway.run_authorized("Dequeue", dequeue))
                     try:
                         jobs = await asyncio.shield(unsent)
+                    except KokaqError:
+                        unsent = None
+                        raise
                     finally:
                         session.asked -= claim
                         self._unclaim(session.where, claim)
@@ -284,10 +307,7 @@ class WorkerSessions:
                         continue
                 unsent = None
                 session.hold(jobs)
-                yield pb.LeaseEvent(jobs=[cv.message_to_proto(job) for job in jobs])
-        except KokaqError as error:  # not the leader any more, say
-            unsent = None  # it failed: nothing to give back
-            await abort_with(context, error)
+                yield jobs
         finally:
             self._sessions.pop(session.id, None)
             for future in [unsent] + [handoff for handoff, _ in session.handoffs]:
@@ -323,6 +343,42 @@ class WorkerSessions:
         session.wake.set()
         session.settled.set()
         return pb.EndLeaseResponse()
+
+    async def work(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Work: Lease and SettleMany on one stream. The first message opens
+        the session; later ones settle jobs (each answered by one event, in
+        the background, so the jobs keep coming meanwhile) or end it. The
+        stream ends once the session has ended (``end``, the worker closing
+        its side, or the node stopping), its last jobs are sent, and the
+        settles received are answered; a bad message ends it with
+        INVALID_ARGUMENT naming the field."""
+        try:
+            first = await anext(aiter(requests), None)
+            if first is None:
+                return  # closed before opening: nothing to do
+            opening = _parse(pb.WorkRequest, first)
+            if not opening.HasField("lease"):
+                raise InvalidArgument("lease", "the first message opens the session: give lease")
+            if opening.settles or opening.end:
+                raise InvalidArgument("lease", "the first message carries the lease alone")
+            key = self._gateway.auth.key_of(context.invocation_metadata() or ())
+            session = self._open(opening.lease, key)
+        except KokaqError as error:
+            await abort_with(context, error)
+            return
+        stream = _WorkStream(
+            session,
+            self._leased_batches(session),
+            functools.partial(self._settle_items, session.id, key=key),
+            self._stopping,
+            context,
+        )
+        try:
+            await stream.run(requests)
+        except KokaqError as error:  # a bad message, or not the leader any more
+            await abort_with(context, error)
 
     def _give_back_unsent(self, future: asyncio.Future[Any]) -> None:
         """Release the jobs a Dequeue leased for a stream that broke before they
@@ -457,11 +513,21 @@ class WorkerSessions:
             request = _parse(pb.SettleManyRequest, raw)
             if not 1 <= len(request.items) <= MAX_BATCH:
                 raise InvalidArgument("items", f"must hold 1 to {MAX_BATCH} items")
+            key = self._gateway.auth.key_of(context.invocation_metadata() or ())
+            results = await self._settle_items(request.session_id, list(request.items), key)
         except KokaqError as error:
             await abort_with(context, error)
             return None
-        key = self._gateway.auth.key_of(context.invocation_metadata() or ())
-        items = list(request.items)
+        return pb.SettleManyResponse(results=results)
+
+    async def _settle_items(
+        self, session_id: str, items: list[pb.SettleRequest], key: str | None
+    ) -> list[pb.SettleOutcome]:
+        """Each item's outcome; the acks of one queue go to the log as one
+        AckBatch. Raises Unavailable (not the leader, or stopping) when some
+        could not apply, so that the worker sends them all again where they
+        can: what did apply answers as before (a settle repeated for the same
+        lease), and is not repeated."""
         results = [pb.SettleOutcome() for _ in items]
         by_queue: dict[tuple[str, str], list[int]] = {}
         others = []
@@ -503,13 +569,10 @@ class WorkerSessions:
                 *(one(index) for index in others),
             )
         finally:
-            self._give_back(request.session_id, items)
+            self._give_back(session_id, items)
         if unavailable:
-            # Not the leader (or stopping): fail the call, so the worker sends
-            # it again where it can apply. What did apply answers as before
-            # (a settle repeated for the same lease), and is not repeated.
-            await abort_with(context, unavailable[0])
-        return pb.SettleManyResponse(results=results)
+            raise unavailable[0]
+        return results
 
     async def _settle(self, request: pb.SettleRequest, key: str | None) -> str:
         outcome = request.WhichOneof("outcome")
@@ -554,6 +617,11 @@ class WorkerSessions:
                     request_deserializer=None,
                     response_serializer=pb.SettleManyResponse.SerializeToString,
                 ),
+                "Work": grpc.stream_stream_rpc_method_handler(
+                    self.work,
+                    request_deserializer=None,
+                    response_serializer=pb.WorkEvent.SerializeToString,
+                ),
                 "EndLease": grpc.unary_unary_rpc_method_handler(
                     self.end_lease,
                     request_deserializer=None,
@@ -561,6 +629,103 @@ class WorkerSessions:
                 ),
             },
         )
+
+
+class _WorkStream:
+    """One Work stream once its session is open: a task sends the session's
+    jobs, another reads settles and answers each in a task of its own; every
+    event goes out through one writer at a time."""
+
+    def __init__(
+        self,
+        session: _Session,
+        batches: AsyncGenerator[list[Any], None],
+        settle: Callable[[list[pb.SettleRequest]], Awaitable[list[pb.SettleOutcome]]],
+        stopping: asyncio.Event,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        self._session = session
+        self._batches = batches  # the session's leased jobs
+        self._settle_items = settle
+        self._stopping = stopping
+        self._context = context
+        self._writing = asyncio.Lock()
+        self._settling: set[asyncio.Task[None]] = set()
+        self._failed: asyncio.Future[KokaqError] = asyncio.get_running_loop().create_future()
+
+    async def run(self, requests: AsyncIterator[bytes]) -> None:
+        await self._send(pb.WorkEvent(session_id=self._session.id))
+        jobs = asyncio.ensure_future(self._send_jobs())
+        reader = asyncio.ensure_future(self._read(requests))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            # Until the jobs are all sent and no more settles can come: the
+            # worker closed its side, or the node is stopping.
+            waits: set[asyncio.Future[Any]] = {jobs, reader, stopping, self._failed}
+            while not (jobs.done() and (reader.done() or stopping.done())):
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if self._failed.done():
+                    raise self._failed.result()
+            jobs.result()  # its KokaqError: not the leader any more, say
+            while self._settling:  # answer what was received
+                await asyncio.wait(set(self._settling))
+                if self._failed.done():
+                    raise self._failed.result()
+        finally:
+            for task in (jobs, reader, stopping):
+                task.cancel()
+            # Settles in flight are left to finish: their writes are in the log.
+
+    async def _send(self, event: pb.WorkEvent) -> None:
+        async with self._writing:
+            await self._context.write(event)
+
+    async def _send_jobs(self) -> None:
+        async with contextlib.aclosing(self._batches) as batches:
+            async for jobs in batches:
+                await self._send(pb.WorkEvent(jobs=[cv.message_to_proto(job) for job in jobs]))
+        await self._send(pb.WorkEvent(ended=True))
+
+    async def _read(self, requests: AsyncIterator[bytes]) -> None:
+        try:
+            async for raw in requests:
+                request = _parse(pb.WorkRequest, raw)
+                if request.HasField("lease"):
+                    raise InvalidArgument("lease", "the session is open: lease only in the first")
+                if len(request.settles) > MAX_BATCH:
+                    raise InvalidArgument("settles", f"must hold 0 to {MAX_BATCH} settles")
+                if request.settles:
+                    task = asyncio.ensure_future(self._settle(request))
+                    self._settling.add(task)
+                    task.add_done_callback(self._settling.discard)
+                if request.end:
+                    self._end()
+        except KokaqError as error:
+            self._fail(error)
+        self._end()  # the worker closed its side: it takes no more jobs
+
+    def _end(self) -> None:
+        self._session.ending = True
+        self._session.wake.set()
+        self._session.settled.set()
+
+    async def _settle(self, request: pb.WorkRequest) -> None:
+        try:
+            results = await self._settle_items(list(request.settles))
+        except KokaqError as error:  # Unavailable: the worker sends them again elsewhere
+            self._fail(error)
+            return
+        event = pb.WorkEvent(settle_id=request.settle_id, settled=results)
+        try:
+            await self._send(event)
+        except (grpc.RpcError, asyncio.InvalidStateError, RuntimeError) as error:
+            # The stream ended meanwhile: the worker, not knowing the answer,
+            # sends these settles again, and they answer as they did.
+            log.debug("could not answer settles on an ended stream: %r", error)
+
+    def _fail(self, error: KokaqError) -> None:
+        if not self._failed.done():
+            self._failed.set_result(error)
 
 
 def _record(result: pb.SettleOutcome, outcome: str, error: KokaqError | None) -> None:

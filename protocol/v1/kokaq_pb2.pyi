@@ -2331,3 +2331,84 @@ class EndLeaseResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EndLeaseResponse: _TypeAlias = EndLeaseResponse  # noqa: Y015
+
+@_typing.final
+class WorkRequest(_message.Message):
+    """What a worker sends on a Work stream: the first message opens the session
+    (its lease); later ones settle jobs, or end it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_FIELD_NUMBER: _builtins.int
+    SETTLE_ID_FIELD_NUMBER: _builtins.int
+    SETTLES_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    settle_id: _builtins.int
+    """Ack, nack or release jobs leased on this stream (0 to 1,000; their own
+    session_id is not read), answered by one WorkEvent with this settle_id.
+    """
+    end: _builtins.bool
+    """Lease nothing more (as EndLease): the node sends what is leased already,
+    then a WorkEvent with `ended`; settles are answered until the worker
+    closes its side.
+    """
+    @_builtins.property
+    def lease(self) -> Global___LeaseRequest:
+        """the first message, and only it"""
+
+    @_builtins.property
+    def settles(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettleRequest]: ...
+    def __init__(
+        self,
+        *,
+        lease: Global___LeaseRequest | None = ...,
+        settle_id: _builtins.int = ...,
+        settles: _abc.Iterable[Global___SettleRequest] | None = ...,
+        end: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "lease", b"lease", "settle_id", b"settle_id", "settles", b"settles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkRequest: _TypeAlias = WorkRequest  # noqa: Y015
+
+@_typing.final
+class WorkEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    SETTLE_ID_FIELD_NUMBER: _builtins.int
+    SETTLED_FIELD_NUMBER: _builtins.int
+    ENDED_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """the first event only"""
+    settle_id: _builtins.int
+    """the WorkRequest these outcomes answer"""
+    ended: _builtins.bool
+    """no more jobs on this stream (asked to end, or the node stopping)"""
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]: ...
+    @_builtins.property
+    def settled(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettleOutcome]:
+        """one per settle, in order"""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        jobs: _abc.Iterable[Global___Message] | None = ...,
+        settle_id: _builtins.int = ...,
+        settled: _abc.Iterable[Global___SettleOutcome] | None = ...,
+        ended: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "jobs", b"jobs", "session_id", b"session_id", "settle_id", b"settle_id", "settled", b"settled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkEvent: _TypeAlias = WorkEvent  # noqa: Y015

@@ -430,6 +430,10 @@ class WorkersStub:
     """Ends a Lease stream cleanly (a worker stopping): the node leases no more
     jobs for it, sends those it already leased, then ends the stream (OK).
     """
+    Work: _grpc.StreamStreamMultiCallable[_kokaq_pb2.WorkRequest, _kokaq_pb2.WorkEvent]
+    """Lease and Settle on one stream: jobs pushed as with Lease, settles sent
+    on the stream instead of a call each (half the node's CPU per settle).
+    """
 
 @_typing.type_check_only
 class WorkersAsyncStub(WorkersStub):
@@ -444,6 +448,10 @@ class WorkersAsyncStub(WorkersStub):
     EndLease: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.EndLeaseRequest, _kokaq_pb2.EndLeaseResponse]  # type: ignore[assignment]
     """Ends a Lease stream cleanly (a worker stopping): the node leases no more
     jobs for it, sends those it already leased, then ends the stream (OK).
+    """
+    Work: _aio.StreamStreamMultiCallable[_kokaq_pb2.WorkRequest, _kokaq_pb2.WorkEvent]  # type: ignore[assignment]
+    """Lease and Settle on one stream: jobs pushed as with Lease, settles sent
+    on the stream instead of a call each (half the node's CPU per settle).
     """
 
 class WorkersServicer(metaclass=_abc_1.ABCMeta):
@@ -480,6 +488,16 @@ class WorkersServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kokaq_pb2.EndLeaseResponse, _abc.Awaitable[_kokaq_pb2.EndLeaseResponse]]:
         """Ends a Lease stream cleanly (a worker stopping): the node leases no more
         jobs for it, sends those it already leased, then ends the stream (OK).
+        """
+
+    @_abc_1.abstractmethod
+    def Work(
+        self,
+        request_iterator: _MaybeAsyncIterator[_kokaq_pb2.WorkRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_kokaq_pb2.WorkEvent], _abc.AsyncIterator[_kokaq_pb2.WorkEvent]]:
+        """Lease and Settle on one stream: jobs pushed as with Lease, settles sent
+        on the stream instead of a call each (half the node's CPU per settle).
         """
 
 def add_WorkersServicer_to_server(servicer: WorkersServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

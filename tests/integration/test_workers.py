@@ -3,6 +3,7 @@ over the lease stream, retries into the DLQ, heartbeats, SIGTERM, weights."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 import grpc
@@ -455,3 +457,138 @@ def test_worker_rpcs_refuse_bad_input(node: NodeProcess, http: httpx.Client) -> 
     finally:
         channel.close()
         transport.close()
+
+
+class WorkStream:
+    """A raw ``Workers.Work`` stream: ``send`` puts a request on it, ``close``
+    ends the worker's side, ``events`` reads the node's."""
+
+    def __init__(self, node: NodeProcess, first: pb.WorkRequest | bytes) -> None:
+        self._channel = grpc.insecure_channel(node.grpc)
+        self._outbox: SimpleQueue[bytes | None] = SimpleQueue()
+        work = self._channel.stream_stream(
+            "/kokaq.v1.Workers/Work",
+            request_serializer=None,
+            response_deserializer=pb.WorkEvent.FromString,
+        )
+        self.send(first)
+        self.events: Iterator[pb.WorkEvent] = iter(work(self._requests(), timeout=30))
+
+    def _requests(self) -> Iterator[bytes]:
+        while (raw := self._outbox.get()) is not None:
+            yield raw
+
+    def send(self, request: pb.WorkRequest | bytes) -> None:
+        raw = request if isinstance(request, bytes) else request.SerializeToString()
+        self._outbox.put(raw)
+
+    def close(self) -> None:
+        self._outbox.put(None)
+
+    def until(self, done: Any) -> list[pb.WorkEvent]:
+        """Read events until ``done(events so far)`` holds."""
+        seen: list[pb.WorkEvent] = []
+        while not done(seen):
+            seen.append(next(self.events))
+        return seen
+
+    def __enter__(self) -> WorkStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+        self._channel.close()
+
+
+def work_lease(queue: str, credit: int) -> pb.WorkRequest:
+    return pb.WorkRequest(
+        lease=pb.LeaseRequest(
+            namespace="default", queues=[pb.QueueWeight(queue=queue)], credit=credit
+        )
+    )
+
+
+def jobs_in(events: list[pb.WorkEvent]) -> list[pb.Message]:
+    return [job for event in events for job in event.jobs]
+
+
+def answer(events: list[pb.WorkEvent], settle_id: int) -> list[pb.SettleOutcome] | None:
+    found = [list(event.settled) for event in events if event.settle_id == settle_id]
+    return found[0] if found else None
+
+
+def test_work_stream_settles_on_the_stream_and_ends_cleanly(
+    node: NodeProcess, http: httpx.Client
+) -> None:
+    """Jobs come as on Lease; settles sent on the stream are answered on it
+    (by settle_id) and give the credit back; ``end`` stops the leasing but
+    not the answers; closing the worker's side ends the stream with OK."""
+    queue = make_queue(http, visibility_timeout_ms=60_000)
+    with WorkStream(node, work_lease(queue, credit=2)) as stream:
+        assert next(stream.events).session_id
+        ids = [submit(http, queue, "ok", n) for n in range(3)]
+        held = jobs_in(stream.until(lambda seen: len(jobs_in(seen)) == 2))
+        time.sleep(0.3)  # time enough for a third, were the credit not full
+        assert statuses(http, ids) == {"leased": 2, "pending": 1}
+
+        stream.send(pb.WorkRequest(settle_id=7, settles=[pb.SettleRequest(ack=lock_of(held[0]))]))
+        seen = stream.until(lambda seen: answer(seen, 7) is not None and jobs_in(seen))
+        assert [o.outcome for o in answer(seen, 7) or []] == ["acked"]
+        (third,) = jobs_in(seen)  # the credit came back
+        assert third.id in ids and third.id not in {job.id for job in held}
+
+        stream.send(pb.WorkRequest(end=True))
+        assert stream.until(lambda seen: seen and seen[-1].ended)[-1].jobs == []
+        later = submit(http, queue, "ok", "after the end")
+        nack = pb.NackRequest(lock=lock_of(held[1]), error="boom", delay_ms=0)
+        release = pb.ReleaseRequest(lock=lock_of(third))
+        settles = [pb.SettleRequest(nack=nack), pb.SettleRequest(release=release)]
+        stream.send(pb.WorkRequest(settle_id=8, settles=settles))
+        seen = stream.until(lambda seen: answer(seen, 8) is not None)
+        assert [o.outcome for o in answer(seen, 8) or []] == ["requeued", "released"]
+        stream.close()
+        assert list(stream.events) == []  # ends cleanly (a failure would raise)
+    assert statuses(http, [*ids, later]) == {"succeeded": 1, "pending": 3}
+    assert job(http, held[1].id)["last_error"] == "boom"
+
+
+def test_work_stream_refuses_bad_input(node: NodeProcess, http: httpx.Client) -> None:
+    queue, other = make_queue(http), make_queue(http)
+    lease = work_lease(queue, credit=1)
+    stale = pb.LockRef(namespace="default", queue=other, lock_id="nope")
+    stale.message_id = submit(http, other, "ok")  # pending: not leased with that lock
+    ack = pb.SettleRequest(ack=stale)
+    with_settles = pb.WorkRequest(lease=lease.lease, settles=[ack])
+    no_credit = pb.LeaseRequest(namespace="default", queues=lease.lease.queues)
+    bad_credit = pb.WorkRequest(lease=no_credit)
+    for first, field in (
+        (pb.WorkRequest(settles=[ack]), "lease"),
+        (with_settles, "lease"),
+        (bad_credit, "credit"),
+        (b"\xff\xff", "request"),
+    ):
+        with WorkStream(node, first) as stream, pytest.raises(grpc.RpcError) as raised:
+            next(stream.events)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in str(raised.value.details())
+    for later, field in (
+        (lease, "lease"),
+        (pb.WorkRequest(settles=[ack] * 1001), "settles"),
+        (b"\xff\xff", "request"),
+    ):
+        with WorkStream(node, lease) as stream:
+            assert next(stream.events).session_id
+            stream.send(later)
+            with pytest.raises(grpc.RpcError) as raised:
+                list(stream.events)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in str(raised.value.details())
+    # A settle that fails alone is answered with its error, and the stream goes on.
+    with WorkStream(node, lease) as stream:
+        assert next(stream.events).session_id
+        stream.send(pb.WorkRequest(settle_id=1, settles=[ack, pb.SettleRequest()]))
+        outcomes = answer(stream.until(lambda seen: answer(seen, 1) is not None), 1) or []
+        assert [o.error.type for o in outcomes] == ["LockLost", "InvalidArgument"]
+        assert json.loads(outcomes[1].error.details_json)["field"] == "outcome"
+        submit(http, queue, "ok")
+        assert len(jobs_in(stream.until(jobs_in))) == 1
