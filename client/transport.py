@@ -213,6 +213,17 @@ class AsyncGrpcTransport(_GrpcBase):
         )
         return open_stream(request, metadata=self._metadata)
 
+    def work_stream(self) -> Any:
+        """Open ``Workers.Work`` on the node in use: a call to ``write``
+        ``WorkRequest``s to and read ``WorkEvent``s from. No retries here:
+        the worker reconnects (``failed``)."""
+        open_stream = self._channel().stream_stream(
+            "/kokaq.v1.Workers/Work",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.WorkEvent.FromString,
+        )
+        return open_stream(metadata=self._metadata)
+
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close(None)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import inspect
 import logging
@@ -191,6 +192,62 @@ class _Lease:
         self.next_refresh = next_refresh  # time.monotonic()
 
 
+class _WorkStream:
+    """A ``Workers.Work`` call: its session, its settles awaiting answers
+    (matched by ``settle_id``), and whether the node has said ``ended``."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.session = ""
+        self.ended = asyncio.Event()  # the node leases nothing more on it
+        self._writing = asyncio.Lock()
+        self._answers: dict[int, asyncio.Future[list[pb.SettleOutcome] | None]] = {}
+        self._last_id = 0
+        self._broken = False
+
+    async def write(self, request: pb.WorkRequest) -> bool:
+        """Send ``request``; False if the stream is gone."""
+        if self._broken:
+            return False
+        try:
+            async with self._writing:
+                await self.call.write(request)
+        except (grpc.RpcError, asyncio.InvalidStateError):  # it ended, or broke
+            return False
+        return True
+
+    async def settle(self, requests: list[pb.SettleRequest]) -> list[pb.SettleOutcome] | None:
+        """The outcomes of ``requests``, or None if the stream broke first."""
+        self._last_id += 1
+        answer: asyncio.Future[list[pb.SettleOutcome] | None]
+        answer = self._answers[self._last_id] = asyncio.get_running_loop().create_future()
+        if not await self.write(pb.WorkRequest(settle_id=self._last_id, settles=requests)):
+            self._answers.pop(self._last_id, None)
+            return None
+        return await answer
+
+    def answered(self, event: pb.WorkEvent) -> None:
+        answer = self._answers.pop(event.settle_id, None)
+        if answer is not None and not answer.done():
+            answer.set_result(list(event.settled))
+
+    async def close(self) -> None:
+        """End the worker's side: the node answers what it received, then ends."""
+        if not self._broken:
+            with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                async with self._writing:
+                    await self.call.done_writing()
+
+    def broke(self) -> None:
+        """The stream is over: what it did not answer goes by SettleMany."""
+        self._broken = True
+        self.ended.set()
+        for answer in self._answers.values():
+            if not answer.done():
+                answer.set_result(None)
+        self._answers.clear()
+
+
 class _Settler:
     """Sends settles in batches: while one ``SettleMany`` is out, the next
     ones gather (up to ``batch_size``), as the ``Producer`` does for enqueues."""
@@ -198,6 +255,7 @@ class _Settler:
     def __init__(self, transport: WorkerTransport, batch_size: int = 500) -> None:
         self._transport = transport
         self._batch_size = batch_size
+        self.stream: _WorkStream | None = None  # the Work stream open, if any
         self._pending: list[tuple[pb.SettleRequest, asyncio.Future[str]]] = []
         self._unanswered: set[asyncio.Future[str]] = set()
         self._wake = asyncio.Event()
@@ -233,15 +291,23 @@ class _Settler:
     async def _send(
         self, session: str, items: list[tuple[pb.SettleRequest, asyncio.Future[str]]]
     ) -> None:
-        request = pb.SettleManyRequest(session_id=session, items=[r for r, _ in items])
-        try:
-            response = await self._transport.call(SETTLE_MANY, request)
-        except KokaqError as error:
-            for _, future in items:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for (_, future), result in zip(items, response.results, strict=True):
+        requests = [request for request, _ in items]
+        results: list[pb.SettleOutcome] | None = None
+        stream = self.stream
+        if stream is not None and stream.session == session:
+            # On the stream the jobs came by; if it breaks before answering,
+            # by a call (a settle repeated answers as it did).
+            results = await stream.settle(requests)
+        if results is None:
+            try:
+                call = pb.SettleManyRequest(session_id=session, items=requests)
+                results = list((await self._transport.call(SETTLE_MANY, call)).results)
+            except KokaqError as error:
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(error)
+                return
+        for (_, future), result in zip(items, results, strict=True):
             if future.done():
                 continue
             if result.error.type:
@@ -358,6 +424,7 @@ class Worker:
             await self._end_lease(transport, feeder)
             await self._drain(inbox, runners, running)
             await self._settler.drained()
+            await self._close_stream(feeder)
             settling.cancel()
             heartbeats.cancel()
             pool.stop()
@@ -365,13 +432,29 @@ class Worker:
                 await transport.close()
 
     async def _end_lease(self, transport: WorkerTransport, feeder: asyncio.Task[None]) -> None:
-        """Ask the node to end the lease stream, and read it to its end: the
-        jobs leased for this worker meanwhile are given back (the runners
-        release what arrives once stopping), not left to wait out their lease.
-        A node that does not answer (or does not know EndLease) within
-        ``_END_LEASE_SECONDS``, or whose stream does not end within the grace
-        period, gets the stream cancelled instead."""
-        if not feeder.done() and self._session:
+        """Ask the node to lease nothing more, and read what it leased for this
+        worker meanwhile: those jobs are given back (the runners release what
+        arrives once stopping), not left to wait out their lease. On a Work
+        stream that is ``end``, answered by ``ended`` (the stream stays open
+        for the settles to come); on a Lease stream, ``EndLease``, answered by
+        the stream's end. A node that does not answer within
+        ``_END_LEASE_SECONDS``, or whose jobs do not all come within the grace
+        period, is left: ``_close_stream`` cancels the stream."""
+        stream = self._settler.stream
+        if feeder.done():
+            return
+        if stream is not None:
+            ended = asyncio.ensure_future(stream.ended.wait())
+            try:
+                if await stream.write(pb.WorkRequest(end=True)):
+                    await asyncio.wait(
+                        {feeder, ended},
+                        timeout=max(self.grace, 1.0),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+            finally:
+                ended.cancel()
+        elif self._session:
             request = pb.EndLeaseRequest(session_id=self._session)
             try:
                 await asyncio.wait_for(transport.call(END_LEASE, request), _END_LEASE_SECONDS)
@@ -379,6 +462,14 @@ class Worker:
                 log.info("ending the lease stream: %s", getattr(error, "message", repr(error)))
             else:
                 await asyncio.wait({feeder}, timeout=max(self.grace, 1.0))
+
+    async def _close_stream(self, feeder: asyncio.Task[None]) -> None:
+        """Every settle answered: close the Work stream (the node ends it), or
+        cancel whatever stream is left."""
+        stream = self._settler.stream
+        if stream is not None and not feeder.done():
+            await stream.close()
+            await asyncio.wait({feeder}, timeout=_END_LEASE_SECONDS)
         feeder.cancel()
         await asyncio.gather(feeder, return_exceptions=True)
 
@@ -408,7 +499,8 @@ class Worker:
         transport: WorkerTransport,
         inbox: asyncio.Queue[tuple[str, MessageView] | None],
     ) -> None:
-        """Hold a lease stream open, reconnecting (to the leader) when it breaks."""
+        """Hold a Work stream open (a Lease stream if the node or the transport
+        has no Work), reconnecting (to the leader) when it breaks."""
         request = pb.LeaseRequest(
             namespace=self.namespace,
             queues=[pb.QueueWeight(queue=q, weight=w) for q, w in self.queues],
@@ -417,33 +509,84 @@ class Worker:
             visibility_timeout_ms=self.visibility_timeout_ms,
             worker_id=self.worker_id,
         )
+        work = getattr(transport, "work_stream", None)
         attempt = 0
         assert self._stopping is not None
-        while True:
-            session = self._session = ""
-            try:
-                async for event in transport.lease_stream(request):
-                    if event.session_id:
-                        session, attempt = event.session_id, 0
-                        self._session = session
-                        log.info("worker %s leasing from %s", self.worker_id, self.queues)
-                    for message in event.jobs:
-                        inbox.put_nowait((session, cv.message_from_proto(message)))
-                # The node ended the stream: asked to (EndLease), or it is stopping.
-                error: KokaqError | None = None
-            except (grpc.RpcError, KokaqError) as failure:  # KokaqError: in process
-                error = failure if isinstance(failure, KokaqError) else error_of_rpc(failure)
-                if isinstance(error, _FATAL):
-                    raise error from None
-                if not self._stopping.is_set():
-                    log.warning("lease stream: %s; reconnecting", error.message)
+        while not self._stopping.is_set():
             self._session = ""
+            try:
+                if work is not None:
+                    await self._work(work(), request, inbox)
+                else:
+                    await self._lease(transport, request, inbox)
+                # The node ended the stream: asked to, or it is stopping.
+                error: KokaqError | None = None
+            except grpc.RpcError as failure:
+                if failure.code() == grpc.StatusCode.UNIMPLEMENTED and work is not None:
+                    log.info("the node has no Work stream: leasing over Lease")
+                    work = None
+                    continue
+                error = error_of_rpc(failure)
+            except KokaqError as failure:  # in process
+                error = failure
+            if self._session:  # it opened: the next one waits from the shortest delay again
+                attempt = 0
+            self._session = ""
+            if isinstance(error, _FATAL):
+                raise error from None
             if self._stopping.is_set():
                 return
             if error is not None:
+                log.warning("lease stream: %s; reconnecting", error.message)
                 transport.failed(error)
             await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
             attempt = min(attempt + 1, 6)
+
+    async def _work(
+        self,
+        call: Any,
+        request: pb.LeaseRequest,
+        inbox: asyncio.Queue[tuple[str, MessageView] | None],
+    ) -> None:
+        """One Work stream: jobs into the inbox, settles answered, until it ends."""
+        stream = _WorkStream(call)
+        self._settler.stream = stream
+        try:
+            await stream.write(pb.WorkRequest(lease=request))  # if it failed, the call says why
+            async for event in call:
+                if event.session_id:
+                    self._opened(stream, event.session_id)
+                for message in event.jobs:
+                    inbox.put_nowait((stream.session, cv.message_from_proto(message)))
+                if event.settle_id:
+                    stream.answered(event)
+                if event.ended:
+                    stream.ended.set()
+        finally:
+            stream.broke()
+            if self._settler.stream is stream:
+                self._settler.stream = None
+
+    async def _lease(
+        self,
+        transport: WorkerTransport,
+        request: pb.LeaseRequest,
+        inbox: asyncio.Queue[tuple[str, MessageView] | None],
+    ) -> None:
+        """One Lease stream (settles go by SettleMany), until it ends."""
+        session = ""
+        async for event in transport.lease_stream(request):
+            if event.session_id:
+                session = self._opened(None, event.session_id)
+            for message in event.jobs:
+                inbox.put_nowait((session, cv.message_from_proto(message)))
+
+    def _opened(self, stream: _WorkStream | None, session: str) -> str:
+        self._session = session
+        if stream is not None:
+            stream.session = session
+        log.info("worker %s leasing from %s", self.worker_id, self.queues)
+        return session
 
     async def _runner(
         self,

@@ -3,6 +3,7 @@ over the lease stream, retries into the DLQ, heartbeats, SIGTERM, weights."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import textwrap
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from queue import SimpleQueue
@@ -22,7 +23,7 @@ import grpc
 import httpx
 import pytest
 
-from kokaq.client import Client, GrpcTransport, Producer
+from kokaq.client import AsyncGrpcTransport, Client, GrpcTransport, Job, Producer, Worker
 from kokaq.client.transport import END_LEASE, SETTLE, SETTLE_MANY
 from kokaq.core import Headers, InvalidArgument, NotFound
 from kokaq.protocol.v1 import kokaq_pb2 as pb
@@ -592,3 +593,142 @@ def test_work_stream_refuses_bad_input(node: NodeProcess, http: httpx.Client) ->
         assert json.loads(outcomes[1].error.details_json)["field"] == "outcome"
         submit(http, queue, "ok")
         assert len(jobs_in(stream.until(jobs_in))) == 1
+
+
+class BreakingCall:
+    """A Work call that breaks (UNAVAILABLE, as a lost connection does) right
+    after ``after`` settles are written: their answers never come."""
+
+    def __init__(self, call: Any, after: int) -> None:
+        self._call = call
+        self._after = after
+        self._broken = asyncio.Event()
+
+    async def write(self, request: pb.WorkRequest) -> None:
+        await self._call.write(request)
+        self._after -= len(request.settles)
+        if self._after <= 0:
+            self._broken.set()
+
+    async def done_writing(self) -> None:
+        await self._call.done_writing()
+
+    async def __aiter__(self) -> AsyncIterator[pb.WorkEvent]:
+        events = aiter(self._call)
+        broken = asyncio.ensure_future(self._broken.wait())
+        try:
+            while True:
+                event = asyncio.ensure_future(anext(events))
+                await asyncio.wait({event, broken}, return_when=asyncio.FIRST_COMPLETED)
+                if broken.done():
+                    event.cancel()
+                    self._call.cancel()
+                    raise grpc.aio.AioRpcError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        grpc.aio.Metadata(),
+                        grpc.aio.Metadata(),
+                        details="connection lost (test)",
+                    )
+                try:
+                    yield event.result()
+                except StopAsyncIteration:
+                    return
+        finally:
+            broken.cancel()
+
+
+class CountingTransport(AsyncGrpcTransport):
+    """The worker's transport, counting its SettleMany calls; ``work_path``
+    opens the Work stream at another method (one the node does not know),
+    and ``break_after`` breaks each Work stream after that many settles."""
+
+    def __init__(self, address: str, work_path: str = "/kokaq.v1.Workers/Work") -> None:
+        super().__init__(address)
+        self.settle_many_calls = 0
+        self.work_path = work_path
+        self.break_after: int | None = None
+
+    async def call(self, name: str, request: Any) -> Any:
+        if name == SETTLE_MANY:
+            self.settle_many_calls += 1
+        return await super().call(name, request)
+
+    def work_stream(self) -> Any:
+        call = self._channel().stream_stream(
+            self.work_path,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.WorkEvent.FromString,
+        )(metadata=self._metadata)
+        return call if self.break_after is None else BreakingCall(call, self.break_after)
+
+
+def run_worker_until(transport: CountingTransport, queue: str, jobs: int) -> Counter[str]:
+    """Run an in-process Worker on ``queue`` until it has settled ``jobs``
+    jobs; how many times each job ran."""
+    ran: Counter[str] = Counter()
+    worker = Worker(queues=[queue], concurrency=4, transport=transport)
+
+    @worker.handler("ok")
+    def ok(job: Job) -> None:
+        ran[job.id] += 1
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        for _ in range(2000):
+            if worker.processed >= jobs or running.done():
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(running, timeout=30)  # a stop that hangs fails the test
+        await transport.close()
+
+    asyncio.run(run())
+    return ran
+
+
+def submit_batch(http: httpx.Client, queue: str, count: int) -> list[str]:
+    jobs = [{"type": "ok", "payload": n, "queue": queue} for n in range(count)]
+    response = http.post("/v1/jobs/batch", json={"jobs": jobs})
+    assert response.status_code == 201, response.text
+    return [job["id"] for job in response.json()["jobs"]]
+
+
+def test_the_worker_settles_on_its_work_stream(node: NodeProcess, http: httpx.Client) -> None:
+    queue = make_queue(http)
+    ids = submit_batch(http, queue, 60)
+    transport = CountingTransport(node.grpc)
+    ran = run_worker_until(transport, queue, len(ids))
+    assert ran == Counter(dict.fromkeys(ids, 1))
+    assert statuses(http, ids) == {"succeeded": len(ids)}
+    assert transport.settle_many_calls == 0  # every settle went on the stream
+
+
+def test_the_worker_leases_over_lease_from_a_node_without_work(
+    node: NodeProcess, http: httpx.Client
+) -> None:
+    """A node of an older build answers Work with UNIMPLEMENTED: the worker
+    uses Lease, and settles by SettleMany."""
+    queue = make_queue(http)
+    ids = submit_batch(http, queue, 30)
+    transport = CountingTransport(node.grpc, work_path="/kokaq.v1.Workers/NoSuchWork")
+    ran = run_worker_until(transport, queue, len(ids))
+    assert ran == Counter(dict.fromkeys(ids, 1))
+    assert statuses(http, ids) == {"succeeded": len(ids)}
+    assert transport.settle_many_calls > 0
+
+
+def test_settles_a_broken_work_stream_did_not_answer_go_by_settle_many(
+    node: NodeProcess, http: httpx.Client
+) -> None:
+    """Each Work stream breaks right after a settle is written: its answer
+    never comes, so the worker sends it again by SettleMany (whether the node
+    applied it or not, it answers as the first did), and reconnects."""
+    queue = make_queue(http)
+    ids = submit_batch(http, queue, 20)
+    transport = CountingTransport(node.grpc)
+    transport.break_after = 1
+    ran = run_worker_until(transport, queue, len(ids))
+    assert ran == Counter(dict.fromkeys(ids, 1))
+    assert statuses(http, ids) == {"succeeded": len(ids)}
+    assert transport.settle_many_calls > 0
