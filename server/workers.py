@@ -230,7 +230,7 @@ class WorkerSessions:
 
     async def lease(
         self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[pb.LeaseEvent]:
+    ) -> AsyncGenerator[pb.LeaseEvent, None]:
         try:
             request = _parse(pb.LeaseRequest, raw)
             key = self._gateway.auth.key_of(context.invocation_metadata() or ())
@@ -245,6 +245,8 @@ class WorkerSessions:
                     yield pb.LeaseEvent(jobs=[cv.message_to_proto(job) for job in jobs])
         except KokaqError as error:  # not the leader any more, say
             await abort_with(context, error)
+        finally:  # closed by ``_leased_batches``, unless the stream broke before it began
+            self._sessions.pop(session.id, None)
 
     def _open(self, request: pb.LeaseRequest, key: str | None) -> _Session:
         """A new session for a valid, authorized lease request."""
@@ -379,6 +381,8 @@ class WorkerSessions:
             await stream.run(requests)
         except KokaqError as error:  # a bad message, or not the leader any more
             await abort_with(context, error)
+        finally:  # closed by ``_leased_batches``, unless the stream broke before it began
+            self._sessions.pop(session.id, None)
 
     def _give_back_unsent(self, future: asyncio.Future[Any]) -> None:
         """Release the jobs a Dequeue leased for a stream that broke before they
@@ -718,7 +722,7 @@ class _WorkStream:
         event = pb.WorkEvent(settle_id=request.settle_id, settled=results)
         try:
             await self._send(event)
-        except (grpc.RpcError, asyncio.InvalidStateError, RuntimeError) as error:
+        except Exception as error:  # whatever grpc raises for a stream that is gone
             # The stream ended meanwhile: the worker, not knowing the answer,
             # sends these settles again, and they answer as they did.
             log.debug("could not answer settles on an ended stream: %r", error)

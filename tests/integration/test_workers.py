@@ -628,6 +628,7 @@ class BreakingCall:
                         grpc.aio.Metadata(),
                         grpc.aio.Metadata(),
                         details="connection lost (test)",
+                        debug_error_string="connection lost (test)",
                     )
                 try:
                     yield event.result()

@@ -156,3 +156,50 @@ def test_jobs_sent_on_the_stream_stay_leased() -> None:
         assert gateway.released == [] and sessions.given_back == 0
 
     asyncio.run(scenario())
+
+
+def test_a_lease_stream_closed_after_its_first_event_leaves_no_session() -> None:
+    async def scenario() -> None:
+        sessions = WorkerSessions(Gateway(), Wakeup())  # type: ignore[arg-type]
+        stream = sessions.lease(LEASE.SerializeToString(), Context())  # type: ignore[arg-type]
+        assert (await anext(stream)).session_id
+        assert sessions.count == 1
+        await stream.aclose()  # gone before the session's first Dequeue
+        assert sessions.count == 0
+
+    asyncio.run(scenario())
+
+
+class WorkContext(Context):
+    """A Work stream's context: the events the node writes, in a queue."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[pb.WorkEvent] = asyncio.Queue()
+
+    async def write(self, event: pb.WorkEvent) -> None:
+        self.events.put_nowait(event)
+
+
+async def worker_side(requests: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    while (raw := await requests.get()) is not None:
+        yield raw
+
+
+def test_jobs_of_a_dequeue_in_flight_go_back_when_a_work_stream_breaks() -> None:
+    async def scenario() -> None:
+        gateway = Gateway()
+        sessions = WorkerSessions(gateway, Wakeup())  # type: ignore[arg-type]
+        context, requests = WorkContext(), asyncio.Queue[bytes | None]()
+        requests.put_nowait(pb.WorkRequest(lease=LEASE).SerializeToString())
+        handler = asyncio.ensure_future(sessions.work(worker_side(requests), context))  # type: ignore[arg-type]
+        assert (await context.events.get()).session_id
+        await until(lambda: gateway.dequeues)
+        await break_stream(handler)
+        assert sessions.count == 0 and gateway.released == []
+        jobs = leased("a", "b")
+        gateway.dequeues[0].set_result(jobs)
+        await until(lambda: len(gateway.released) == 2)
+        assert gateway.released == locks(jobs)
+        assert context.events.empty()  # nothing was sent after the break
+
+    asyncio.run(scenario())
