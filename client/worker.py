@@ -13,6 +13,8 @@ credit (``prefetch``, by default twice ``concurrency``) unsettled at once;
 each settle gives one back. A handler that returns frees its place for the
 next job at once: the settle travels in the background (in batches), so up to
 ``concurrency`` handlers run while earlier jobs' settles are on their way.
+Jobs and settles share one ``Workers.Work`` stream (with a node that has no
+Work, a ``Lease`` stream and ``SettleMany`` calls).
 While a handler runs, its lease is refreshed every third of the visibility
 timeout, so a long job keeps it. A handler that returns acks the job; one
 that raises nacks it with ``"Type: message"`` as the job's ``last_error``
@@ -111,7 +113,8 @@ def error_summary(error: BaseException) -> str:
 
 class WorkerTransport(Protocol):
     """What a worker needs of a transport: ``AsyncGrpcTransport``, or the
-    in-process one of ``kokaq.client.testing``."""
+    in-process one of ``kokaq.client.testing``. One that also has
+    ``work_stream()`` (the gRPC one) is used through Work streams."""
 
     async def call(self, name: str, request: Any) -> Any: ...
 
