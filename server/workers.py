@@ -662,15 +662,19 @@ class _WorkStream:
         jobs = asyncio.ensure_future(self._send_jobs())
         reader = asyncio.ensure_future(self._read(requests))
         stopping = asyncio.ensure_future(self._stopping.wait())
+        waits: list[asyncio.Future[Any]] = [jobs, reader, stopping, self._failed]
         try:
             # Until the jobs are all sent and no more settles can come: the
             # worker closed its side, or the node is stopping.
-            waits: set[asyncio.Future[Any]] = {jobs, reader, stopping, self._failed}
-            while not (jobs.done() and (reader.done() or stopping.done())):
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            while True:
                 if self._failed.done():
                     raise self._failed.result()
-            jobs.result()  # its KokaqError: not the leader any more, say
+                if jobs.done():
+                    jobs.result()  # its KokaqError: not the leader any more, say
+                    if reader.done() or stopping.done():
+                        break
+                pending = [waiting for waiting in waits if not waiting.done()]
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             while self._settling:  # answer what was received
                 await asyncio.wait(set(self._settling))
                 if self._failed.done():

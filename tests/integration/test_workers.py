@@ -25,9 +25,9 @@ import pytest
 
 from kokaq.client import AsyncGrpcTransport, Client, GrpcTransport, Job, Producer, Worker
 from kokaq.client.transport import END_LEASE, SETTLE, SETTLE_MANY
-from kokaq.core import Headers, InvalidArgument, NotFound
+from kokaq.core import Headers, InvalidArgument, NotFound, QueueConfig
 from kokaq.protocol.v1 import kokaq_pb2 as pb
-from tests.integration.nodes import NodeProcess, free_ports, wait_until
+from tests.integration.nodes import NodeProcess, free_ports, leader_of, start_cluster, wait_until
 
 HANDLERS = """
 import os, time
@@ -71,8 +71,9 @@ def http(node: NodeProcess) -> Iterator[httpx.Client]:
 class Workers:
     """``kokaq worker`` processes and the log their handlers write."""
 
-    def __init__(self, node: NodeProcess, directory: Path) -> None:
+    def __init__(self, node: NodeProcess, directory: Path, server: str | None = None) -> None:
         self.node = node
+        self.server = server or node.grpc  # a cluster's addresses, comma-separated
         self.directory = directory
         (directory / "job_handlers.py").write_text(textwrap.dedent(HANDLERS))
         self.log = directory / "jobs.log"
@@ -81,7 +82,7 @@ class Workers:
 
     def start(self, queues: str, *args: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "kokaq.repl", "worker", "job_handlers:worker",
-                   "--server", self.node.grpc, "--queues", queues, *args]  # fmt: skip
+                   "--server", self.server, "--queues", queues, *args]  # fmt: skip
         env = {**os.environ, "JOB_LOG": str(self.log)}
         output = self.directory / f"worker{len(self.processes)}.out"
         with output.open("w") as sink:
@@ -733,3 +734,43 @@ def test_settles_a_broken_work_stream_did_not_answer_go_by_settle_many(
     assert ran == Counter(dict.fromkeys(ids, 1))
     assert statuses(http, ids) == {"succeeded": len(ids)}
     assert transport.settle_many_calls > 0
+
+
+def test_workers_on_a_cluster_lose_nothing_when_the_leader_is_killed(tmp_path: Path) -> None:
+    """Two worker processes on a 3-node cluster while jobs arrive; the leader
+    is SIGKILLed mid-stream. The workers reconnect to the new leader, settles
+    whose answers died with the old one go again (and answer as they did): every
+    job succeeds, none is left behind, and a job runs twice only if its ack
+    was lost (at most what the workers held at the kill)."""
+    nodes = start_cluster(str(tmp_path / "cluster"))
+    addresses = [node.grpc for node in nodes]
+    running = Workers(nodes[0], tmp_path, server=",".join(addresses))
+    try:
+        with Client(addresses) as client:
+            client.create_namespace("default")
+            client.create_queue("default", "q", QueueConfig(visibility_timeout_ms=5_000))
+            for _ in range(2):
+                running.start("q", "--concurrency", "4")
+            with Producer(client, "default", "q", linger_ms=0) as producer:
+                for _ in range(300):
+                    producer.send(b"0", headers=OK_JOB)
+                wait_until(lambda: len(running.lines()) >= 100, timeout=30)
+                old = leader_of(nodes)
+                old.kill()
+                for _ in range(300):
+                    producer.send(b"0", headers=OK_JOB)
+            survivors = [node for node in nodes if node is not old]
+            assert leader_of(survivors) is not old
+            queue = client.queue("default", "q")
+            wait_until(lambda: queue.stats().succeeded == 600, timeout=60)
+            stats = queue.stats()
+        assert (stats.ready, stats.delayed, stats.leased, stats.dead) == (0, 0, 0, 0), stats
+        ran = Counter(row[0] for row in running.lines())
+        assert len(ran) == 600
+        held_at_kill = 2 * 8  # two workers, each a prefetch of twice its concurrency
+        assert sum(ran.values()) - len(ran) <= held_at_kill, ran.most_common(5)
+        assert all(process.poll() is None for process in running.processes)  # still working
+    finally:
+        running.stop_all()
+        for node in nodes:
+            node.kill()

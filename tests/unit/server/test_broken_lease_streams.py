@@ -6,13 +6,15 @@ here, to break the stream exactly while the Dequeue waits for the log."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any
 
+import grpc
 import pytest
 
-from kokaq.core import Engine, MessageView
+from kokaq.core import Engine, MessageView, NotLeader
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.workers import Wakeup, WorkerSessions
 
@@ -201,5 +203,67 @@ def test_jobs_of_a_dequeue_in_flight_go_back_when_a_work_stream_breaks() -> None
         await until(lambda: len(gateway.released) == 2)
         assert gateway.released == locks(jobs)
         assert context.events.empty()  # nothing was sent after the break
+
+    asyncio.run(scenario())
+
+
+class AbortingWorkContext(WorkContext):
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    async def abort(self, code: grpc.StatusCode, details: str, **_: Any) -> None:
+        self.aborted = (code, details)
+        raise RuntimeError("aborted")  # as gRPC's abort does: the handler ends here
+
+
+async def open_work(
+    gateway: Gateway,
+) -> tuple[WorkerSessions, AbortingWorkContext, asyncio.Queue[bytes | None], asyncio.Future[Any]]:
+    sessions = WorkerSessions(gateway, Wakeup())  # type: ignore[arg-type]
+    context, requests = AbortingWorkContext(), asyncio.Queue[bytes | None]()
+    requests.put_nowait(pb.WorkRequest(lease=LEASE).SerializeToString())
+    handler = asyncio.ensure_future(sessions.work(worker_side(requests), context))  # type: ignore[arg-type]
+    assert (await context.events.get()).session_id
+    return sessions, context, requests, handler
+
+
+def test_a_work_stream_whose_dequeue_fails_ends_with_that_error() -> None:
+    """On a follower, say: the session's Dequeue answers NotLeader, and the
+    stream ends with it (the worker goes to the leader), though the worker
+    keeps its side open."""
+
+    async def scenario() -> None:
+        gateway = Gateway()
+        sessions, context, _, handler = await open_work(gateway)
+        await until(lambda: gateway.dequeues)
+        gateway.dequeues[0].set_exception(NotLeader("10.0.0.2:9000"))
+        with pytest.raises(RuntimeError, match="aborted"):
+            await asyncio.wait_for(handler, timeout=5)
+        not_leader = "not the leader (leader: 10.0.0.2:9000)"
+        assert context.aborted == (grpc.StatusCode.UNAVAILABLE, not_leader)
+        assert sessions.count == 0
+
+    asyncio.run(scenario())
+
+
+def test_an_ended_work_stream_waits_for_the_worker_without_spinning() -> None:
+    """After ``ended``, the node waits for the worker to close its side (its
+    settles may still come): asleep, not polling."""
+
+    async def scenario() -> None:
+        gateway = Gateway()
+        _, context, requests, handler = await open_work(gateway)
+        await until(lambda: gateway.dequeues)
+        requests.put_nowait(pb.WorkRequest(end=True).SerializeToString())
+        gateway.dequeues[0].set_result([])  # nothing was ready
+        assert (await asyncio.wait_for(context.events.get(), timeout=5)).ended
+        started = time.process_time()
+        await asyncio.sleep(0.3)
+        assert time.process_time() - started < 0.1  # a busy loop would take the 0.3 s
+        assert not handler.done()
+        requests.put_nowait(None)  # the worker closes its side: the stream ends
+        await asyncio.wait_for(handler, timeout=5)
+        assert context.aborted is None
 
     asyncio.run(scenario())
