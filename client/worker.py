@@ -77,6 +77,7 @@ log = logging.getLogger("kokaq.worker")
 _FATAL = (Unauthenticated, PermissionDenied, InvalidArgument)
 _MAX_ERROR = 4000
 _END_LEASE_SECONDS = 5.0  # a stopping worker does not wait longer for a node that is gone
+_SETTLE_ANSWER_SECONDS = 30.0  # as long as a SettleMany call may take
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +225,16 @@ class _WorkStream:
         self._last_id += 1
         answer: asyncio.Future[list[pb.SettleOutcome] | None]
         answer = self._answers[self._last_id] = asyncio.get_running_loop().create_future()
-        if not await self.write(pb.WorkRequest(settle_id=self._last_id, settles=requests)):
-            self._answers.pop(self._last_id, None)
-            return None
-        return await answer
+        settle_id = self._last_id
+        if await self.write(pb.WorkRequest(settle_id=settle_id, settles=requests)):
+            try:
+                return await asyncio.wait_for(answer, _SETTLE_ANSWER_SECONDS)
+            except TimeoutError:  # as a call would time out: the caller sends them again
+                log.warning(
+                    "settles unanswered on the Work stream for %.0f s", _SETTLE_ANSWER_SECONDS
+                )
+        self._answers.pop(settle_id, None)
+        return None
 
     def answered(self, event: pb.WorkEvent) -> None:
         answer = self._answers.pop(event.settle_id, None)

@@ -24,6 +24,11 @@ back at once the jobs of the Dequeues still in flight for it, which it never
 sent; those it sent wait for their lease to run out, as the worker may have
 them. On shutdown every session ends its stream cleanly (status OK); the
 worker reconnects to another node, or waits for this one to come back.
+
+``Work`` is ``Lease`` and ``SettleMany`` on one bidirectional stream, what the
+SDK's worker uses: the same session and jobs, with settles sent on the stream
+and answered on it (a stream message costs the node about half a call), and
+``end`` for ``EndLease``, answered by ``ended`` while settles still flow.
 """
 
 from __future__ import annotations

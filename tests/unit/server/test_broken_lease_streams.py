@@ -1,7 +1,9 @@
-"""A lease stream that breaks while a Dequeue for it is in flight: the Dequeue
-still leases its jobs (the log applies it), and the node gives them back at
-once, since it never sent them. The stream and the log are driven by hand
-here, to break the stream exactly while the Dequeue waits for the log."""
+"""A worker stream (Lease or Work) that breaks while a Dequeue for it is in
+flight: the Dequeue still leases its jobs (the log applies it), and the node
+gives them back at once, since it never sent them. The stream and the log are
+driven by hand here, to break the stream exactly while the Dequeue waits for
+the log. And how a Work stream ends: with its Dequeue's error, or, once ended,
+when the worker closes its side."""
 
 from __future__ import annotations
 
@@ -82,16 +84,54 @@ async def open_stream(
     return sessions, stream, asyncio.ensure_future(anext(stream))
 
 
+class WorkContext(Context):
+    """A Work stream's context: the events the node writes, in a queue, and
+    the status it ends with, if it fails."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[pb.WorkEvent] = asyncio.Queue()
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    async def write(self, event: pb.WorkEvent) -> None:
+        self.events.put_nowait(event)
+
+    async def abort(self, code: grpc.StatusCode, details: str, **_: Any) -> None:
+        self.aborted = (code, details)
+        raise RuntimeError("aborted")  # as gRPC's abort does: the handler ends here
+
+
+async def worker_side(requests: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    while (raw := await requests.get()) is not None:
+        yield raw
+
+
+async def open_work(
+    gateway: Gateway,
+) -> tuple[WorkerSessions, WorkContext, asyncio.Queue[bytes | None], asyncio.Future[Any]]:
+    """A Work stream past its first event: the node's side, what the worker
+    sends (None closes its side), and the handler, running."""
+    sessions = WorkerSessions(gateway, Wakeup())  # type: ignore[arg-type]
+    context, requests = WorkContext(), asyncio.Queue[bytes | None]()
+    requests.put_nowait(pb.WorkRequest(lease=LEASE).SerializeToString())
+    handler = asyncio.ensure_future(sessions.work(worker_side(requests), context))  # type: ignore[arg-type]
+    assert (await context.events.get()).session_id
+    return sessions, context, requests, handler
+
+
 async def break_stream(pulling: asyncio.Future[Any]) -> None:
     pulling.cancel()  # what gRPC does to the handler when the client goes away
     with pytest.raises(asyncio.CancelledError):
         await pulling
 
 
-def test_jobs_of_a_dequeue_in_flight_go_back_when_the_stream_breaks() -> None:
+@pytest.mark.parametrize("stream", ["Lease", "Work"])
+def test_jobs_of_a_dequeue_in_flight_go_back_when_the_stream_breaks(stream: str) -> None:
     async def scenario() -> None:
         gateway = Gateway()
-        sessions, _, pulling = await open_stream(gateway)
+        if stream == "Lease":
+            sessions, _, pulling = await open_stream(gateway)
+        else:
+            sessions, _, _, pulling = await open_work(gateway)
         await until(lambda: gateway.dequeues)  # the session asked for jobs
         await break_stream(pulling)
         assert sessions.count == 0 and gateway.released == []
@@ -170,62 +210,6 @@ def test_a_lease_stream_closed_after_its_first_event_leaves_no_session() -> None
         assert sessions.count == 0
 
     asyncio.run(scenario())
-
-
-class WorkContext(Context):
-    """A Work stream's context: the events the node writes, in a queue."""
-
-    def __init__(self) -> None:
-        self.events: asyncio.Queue[pb.WorkEvent] = asyncio.Queue()
-
-    async def write(self, event: pb.WorkEvent) -> None:
-        self.events.put_nowait(event)
-
-
-async def worker_side(requests: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
-    while (raw := await requests.get()) is not None:
-        yield raw
-
-
-def test_jobs_of_a_dequeue_in_flight_go_back_when_a_work_stream_breaks() -> None:
-    async def scenario() -> None:
-        gateway = Gateway()
-        sessions = WorkerSessions(gateway, Wakeup())  # type: ignore[arg-type]
-        context, requests = WorkContext(), asyncio.Queue[bytes | None]()
-        requests.put_nowait(pb.WorkRequest(lease=LEASE).SerializeToString())
-        handler = asyncio.ensure_future(sessions.work(worker_side(requests), context))  # type: ignore[arg-type]
-        assert (await context.events.get()).session_id
-        await until(lambda: gateway.dequeues)
-        await break_stream(handler)
-        assert sessions.count == 0 and gateway.released == []
-        jobs = leased("a", "b")
-        gateway.dequeues[0].set_result(jobs)
-        await until(lambda: len(gateway.released) == 2)
-        assert gateway.released == locks(jobs)
-        assert context.events.empty()  # nothing was sent after the break
-
-    asyncio.run(scenario())
-
-
-class AbortingWorkContext(WorkContext):
-    def __init__(self) -> None:
-        super().__init__()
-        self.aborted: tuple[grpc.StatusCode, str] | None = None
-
-    async def abort(self, code: grpc.StatusCode, details: str, **_: Any) -> None:
-        self.aborted = (code, details)
-        raise RuntimeError("aborted")  # as gRPC's abort does: the handler ends here
-
-
-async def open_work(
-    gateway: Gateway,
-) -> tuple[WorkerSessions, AbortingWorkContext, asyncio.Queue[bytes | None], asyncio.Future[Any]]:
-    sessions = WorkerSessions(gateway, Wakeup())  # type: ignore[arg-type]
-    context, requests = AbortingWorkContext(), asyncio.Queue[bytes | None]()
-    requests.put_nowait(pb.WorkRequest(lease=LEASE).SerializeToString())
-    handler = asyncio.ensure_future(sessions.work(worker_side(requests), context))  # type: ignore[arg-type]
-    assert (await context.events.get()).session_id
-    return sessions, context, requests, handler
 
 
 def test_a_work_stream_whose_dequeue_fails_ends_with_that_error() -> None:
