@@ -156,7 +156,7 @@ class _Node:
         gateway.on_write = workers.saw_write
         committer.before_flush = workers.lease_arrivals
         metrics.watch_workers(lambda: workers.count, lambda: workers.given_back)
-        server.add_generic_rpc_handlers([workers.handler()])
+        server.add_generic_rpc_handlers([workers.handler(metrics.observe_grpc)])
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         grpc_port = server.add_insecure_port(options.grpc_listen)

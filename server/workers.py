@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -52,7 +53,7 @@ from kokaq.server.committer import new_ids, wall_clock_ms
 from kokaq.server.gateway import Gateway
 from kokaq.server.operations import ids_needed
 from kokaq.server.replication import TICK
-from kokaq.server.service import abort_with
+from kokaq.server.service import Observe, abort_with
 
 __all__ = ["WAKING_OPERATIONS", "WorkerSessions", "Wakeup"]
 
@@ -607,32 +608,54 @@ class WorkerSessions:
                 session.held.pop((lock.message_id, lock.lock_id), None)
         session.settled.set()
 
-    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+    def handler(self, observe: Observe | None = None) -> grpc.GenericRpcHandler[Any, Any]:
+        """The Workers service; ``observe`` is told each call's method, status
+        and duration (a stream's: how long it was open) when it ends."""
+
+        def timed(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+            if observe is None:
+                return method
+
+            async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                _observe_when_done(name, context, observe)
+                return await method(request, context)
+
+            return handle
+
+        async def lease(
+            raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncGenerator[pb.LeaseEvent, None]:
+            if observe is not None:
+                _observe_when_done("Lease", context, observe)
+            async with contextlib.aclosing(self.lease(raw, context)) as events:
+                async for event in events:
+                    yield event
+
         return grpc.method_handlers_generic_handler(
             "kokaq.v1.Workers",
             {
                 "Lease": grpc.unary_stream_rpc_method_handler(
-                    self.lease,
+                    lease,
                     request_deserializer=None,
                     response_serializer=pb.LeaseEvent.SerializeToString,
                 ),
                 "Settle": grpc.unary_unary_rpc_method_handler(
-                    self.settle,
+                    timed("Settle", self.settle),
                     request_deserializer=None,
                     response_serializer=pb.SettleResponse.SerializeToString,
                 ),
                 "SettleMany": grpc.unary_unary_rpc_method_handler(
-                    self.settle_many,
+                    timed("SettleMany", self.settle_many),
                     request_deserializer=None,
                     response_serializer=pb.SettleManyResponse.SerializeToString,
                 ),
                 "Work": grpc.stream_stream_rpc_method_handler(
-                    self.work,
+                    timed("Work", self.work),
                     request_deserializer=None,
                     response_serializer=pb.WorkEvent.SerializeToString,
                 ),
                 "EndLease": grpc.unary_unary_rpc_method_handler(
-                    self.end_lease,
+                    timed("EndLease", self.end_lease),
                     request_deserializer=None,
                     response_serializer=pb.EndLeaseResponse.SerializeToString,
                 ),
@@ -739,6 +762,19 @@ class _WorkStream:
     def _fail(self, error: KokaqError) -> None:
         if not self._failed.done():
             self._failed.set_result(error)
+
+
+def _observe_when_done(
+    name: str, context: grpc.aio.ServicerContext[Any, Any], observe: Observe
+) -> None:
+    started = time.perf_counter()
+
+    def done(ended: Any) -> None:
+        code = ended.code()
+        observe(name, code.name if code is not None else "OK", time.perf_counter() - started)
+
+    # grpc-stubs names a class here; gRPC takes any callable of the context.
+    context.add_done_callback(done)  # type: ignore[arg-type]
 
 
 def _record(result: pb.SettleOutcome, outcome: str, error: KokaqError | None) -> None:

@@ -28,6 +28,7 @@ from kokaq.client.transport import END_LEASE, SETTLE, SETTLE_MANY
 from kokaq.core import Headers, InvalidArgument, NotFound, QueueConfig
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from tests.integration.nodes import NodeProcess, free_ports, leader_of, start_cluster, wait_until
+from tests.integration.scrape import scrape
 
 HANDLERS = """
 import os, time
@@ -554,7 +555,16 @@ def test_work_stream_settles_on_the_stream_and_ends_cleanly(
     assert job(http, held[1].id)["last_error"] == "boom"
 
 
+def work_calls(http: httpx.Client, code: str) -> float:
+    """Work streams the node ended with ``code``, from its metrics."""
+    samples = scrape(http)
+    return samples.get(
+        ("kokaq_grpc_requests_total", frozenset({"method": "Work", "code": code}.items())), 0.0
+    )
+
+
 def test_work_stream_refuses_bad_input(node: NodeProcess, http: httpx.Client) -> None:
+    refused_before = work_calls(http, "INVALID_ARGUMENT")
     queue, other = make_queue(http), make_queue(http)
     lease = work_lease(queue, credit=1)
     stale = pb.LockRef(namespace="default", queue=other, lock_id="nope")
@@ -594,6 +604,8 @@ def test_work_stream_refuses_bad_input(node: NodeProcess, http: httpx.Client) ->
         assert json.loads(outcomes[1].error.details_json)["field"] == "outcome"
         submit(http, queue, "ok")
         assert len(jobs_in(stream.until(jobs_in))) == 1
+    # Each refused stream is counted, by its status.
+    wait_until(lambda: work_calls(http, "INVALID_ARGUMENT") == refused_before + 7, timeout=5)
 
 
 class BreakingCall:
@@ -699,11 +711,13 @@ def submit_batch(http: httpx.Client, queue: str, count: int) -> list[str]:
 def test_the_worker_settles_on_its_work_stream(node: NodeProcess, http: httpx.Client) -> None:
     queue = make_queue(http)
     ids = submit_batch(http, queue, 60)
+    streams_before = work_calls(http, "OK")
     transport = CountingTransport(node.grpc)
     ran = run_worker_until(transport, queue, len(ids))
     assert ran == Counter(dict.fromkeys(ids, 1))
     assert statuses(http, ids) == {"succeeded": len(ids)}
     assert transport.settle_many_calls == 0  # every settle went on the stream
+    wait_until(lambda: work_calls(http, "OK") == streams_before + 1, timeout=5)  # closed cleanly
 
 
 def test_the_worker_leases_over_lease_from_a_node_without_work(
