@@ -519,11 +519,14 @@ class Worker:
             visibility_timeout_ms=self.visibility_timeout_ms,
             worker_id=self.worker_id,
         )
-        work = getattr(transport, "work_stream", None)
+        open_work = getattr(transport, "work_stream", None)
+        lease_only = False  # the node in use answered Work with UNIMPLEMENTED
         attempt = 0
         assert self._stopping is not None
         while not self._stopping.is_set():
             self._session = ""
+            work = None if lease_only else open_work
+            lease_only = False  # the next stream tries Work again: the node may be upgraded
             try:
                 if work is not None:
                     await self._work(work(), request, inbox)
@@ -534,7 +537,7 @@ class Worker:
             except grpc.RpcError as failure:
                 if failure.code() == grpc.StatusCode.UNIMPLEMENTED and work is not None:
                     log.info("the node has no Work stream: leasing over Lease")
-                    work = None
+                    lease_only = True
                     continue
                 error = error_of_rpc(failure)
             except KokaqError as failure:  # in process

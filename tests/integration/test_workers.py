@@ -788,3 +788,74 @@ def test_workers_on_a_cluster_lose_nothing_when_the_leader_is_killed(tmp_path: P
         running.stop_all()
         for node in nodes:
             node.kill()
+
+
+class UpgradingTransport(CountingTransport):
+    """A node without Work whose first Lease stream, once it has pushed jobs,
+    breaks as the node restarts, upgraded: it has Work from then on."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address, work_path="/kokaq.v1.Workers/NoSuchWork")
+        self.work_streams = 0
+
+    def work_stream(self) -> Any:
+        self.work_streams += 1
+        return super().work_stream()
+
+    def lease_stream(self, request: pb.LeaseRequest) -> Any:
+        call = super().lease_stream(request)
+
+        async def until_upgraded() -> AsyncIterator[pb.LeaseEvent]:
+            async for event in call:
+                yield event
+                if event.jobs:
+                    call.cancel()
+                    self.work_path = "/kokaq.v1.Workers/Work"
+                    raise grpc.aio.AioRpcError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        grpc.aio.Metadata(),
+                        grpc.aio.Metadata(),
+                        details="the node restarts (test)",
+                        debug_error_string="the node restarts (test)",
+                    )
+
+        return until_upgraded()
+
+
+def test_a_worker_on_lease_takes_work_once_its_node_has_it(
+    node: NodeProcess, http: httpx.Client
+) -> None:
+    """A rolling upgrade: the worker fell back to Lease on an old node; the
+    stream it opens after that node's restart is a Work stream again."""
+    queue = make_queue(http)
+    first = submit_batch(http, queue, 10)
+    transport = UpgradingTransport(node.grpc)
+    ran: Counter[str] = Counter()
+    worker = Worker(queues=[queue], concurrency=2, transport=transport)
+
+    @worker.handler("ok")
+    def ok(job: Job) -> None:
+        ran[job.id] += 1
+
+    async def run() -> tuple[int, int]:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        try:
+            while worker.processed < len(first) and not running.done():
+                await asyncio.sleep(0.01)
+            calls_on_lease = transport.settle_many_calls
+            second = await asyncio.to_thread(submit_batch, http, queue, 10)
+            while worker.processed < len(first) + len(second) and not running.done():
+                await asyncio.sleep(0.01)
+            first.extend(second)
+            return calls_on_lease, transport.settle_many_calls
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, timeout=30)
+            await transport.close()
+
+    calls_on_lease, calls_in_all = asyncio.run(asyncio.wait_for(run(), timeout=60))
+    assert ran == Counter(dict.fromkeys(first, 1))
+    assert statuses(http, first) == {"succeeded": 20}
+    assert calls_on_lease > 0 and calls_in_all == calls_on_lease  # then all on the stream
+    assert transport.work_streams >= 2  # refused once, then opened
