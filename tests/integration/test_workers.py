@@ -608,6 +608,14 @@ def test_work_stream_refuses_bad_input(node: NodeProcess, http: httpx.Client) ->
     wait_until(lambda: work_calls(http, "INVALID_ARGUMENT") == refused_before + 7, timeout=5)
 
 
+def unavailable(why: str) -> grpc.aio.AioRpcError:
+    """What a stream's reader raises when its connection is lost."""
+    empty = grpc.aio.Metadata()
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, empty, empty, details=why, debug_error_string=why
+    )
+
+
 class BreakingCall:
     """A Work call that breaks (UNAVAILABLE, as a lost connection does) right
     after ``after`` settles are written: their answers never come."""
@@ -636,13 +644,7 @@ class BreakingCall:
                 if broken.done():
                     event.cancel()
                     self._call.cancel()
-                    raise grpc.aio.AioRpcError(
-                        grpc.StatusCode.UNAVAILABLE,
-                        grpc.aio.Metadata(),
-                        grpc.aio.Metadata(),
-                        details="connection lost (test)",
-                        debug_error_string="connection lost (test)",
-                    )
+                    raise unavailable("connection lost (test)")
                 try:
                     yield event.result()
                 except StopAsyncIteration:
@@ -811,13 +813,7 @@ class UpgradingTransport(CountingTransport):
                 if event.jobs:
                     call.cancel()
                     self.work_path = "/kokaq.v1.Workers/Work"
-                    raise grpc.aio.AioRpcError(
-                        grpc.StatusCode.UNAVAILABLE,
-                        grpc.aio.Metadata(),
-                        grpc.aio.Metadata(),
-                        details="the node restarts (test)",
-                        debug_error_string="the node restarts (test)",
-                    )
+                    raise unavailable("the node restarts (test)")
 
         return until_upgraded()
 
