@@ -121,6 +121,12 @@ class _Session:
         self.ending = False  # EndLease: lease nothing more, send what is leased
         self._sweep_at = _NEVER  # no held lease ends before this (a lower bound)
 
+    def end(self) -> None:
+        """Lease nothing more (EndLease, ``end``): wake the loop to see it."""
+        self.ending = True
+        self.wake.set()
+        self.settled.set()
+
     def hold(self, jobs: list[Any]) -> None:
         for job in jobs:
             self.held[(job.id, job.lock_id)] = (job.lock_deadline, job.namespace, job.queue)
@@ -347,9 +353,7 @@ class WorkerSessions:
         except KokaqError as error:
             await abort_with(context, error)
             return None
-        session.ending = True
-        session.wake.set()
-        session.settled.set()
+        session.end()
         return pb.EndLeaseResponse()
 
     async def work(
@@ -735,15 +739,10 @@ class _WorkStream:
                     self._settling.add(task)
                     task.add_done_callback(self._settling.discard)
                 if request.end:
-                    self._end()
+                    self._session.end()
         except KokaqError as error:
             self._fail(error)
-        self._end()  # the worker closed its side: it takes no more jobs
-
-    def _end(self) -> None:
-        self._session.ending = True
-        self._session.wake.set()
-        self._session.settled.set()
+        self._session.end()  # the worker closed its side: it takes no more jobs
 
     async def _settle(self, request: pb.WorkRequest) -> None:
         try:
