@@ -27,7 +27,7 @@ worker reconnects to another node, or waits for this one to come back.
 
 ``Work`` is ``Lease`` and ``SettleMany`` on one bidirectional stream, what the
 SDK's worker uses: the same session and jobs, with settles sent on the stream
-and answered on it (a stream message costs the node about half a call), and
+and answered on it (a message on an open stream instead of a call each), and
 ``end`` for ``EndLease``, answered by ``ended`` while settles still flow.
 """
 

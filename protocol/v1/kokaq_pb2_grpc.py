@@ -1776,7 +1776,7 @@ class WorkersServicer:
 
     def Work(self, request_iterator, context):
         """Lease and Settle on one stream: jobs pushed as with Lease, settles sent
-        on the stream instead of a call each (half the node's CPU per settle).
+        on the stream instead of a call each.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

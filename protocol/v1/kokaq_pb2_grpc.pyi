@@ -432,7 +432,7 @@ class WorkersStub:
     """
     Work: _grpc.StreamStreamMultiCallable[_kokaq_pb2.WorkRequest, _kokaq_pb2.WorkEvent]
     """Lease and Settle on one stream: jobs pushed as with Lease, settles sent
-    on the stream instead of a call each (half the node's CPU per settle).
+    on the stream instead of a call each.
     """
 
 @_typing.type_check_only
@@ -451,7 +451,7 @@ class WorkersAsyncStub(WorkersStub):
     """
     Work: _aio.StreamStreamMultiCallable[_kokaq_pb2.WorkRequest, _kokaq_pb2.WorkEvent]  # type: ignore[assignment]
     """Lease and Settle on one stream: jobs pushed as with Lease, settles sent
-    on the stream instead of a call each (half the node's CPU per settle).
+    on the stream instead of a call each.
     """
 
 class WorkersServicer(metaclass=_abc_1.ABCMeta):
@@ -497,7 +497,7 @@ class WorkersServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_kokaq_pb2.WorkEvent], _abc.AsyncIterator[_kokaq_pb2.WorkEvent]]:
         """Lease and Settle on one stream: jobs pushed as with Lease, settles sent
-        on the stream instead of a call each (half the node's CPU per settle).
+        on the stream instead of a call each.
         """
 
 def add_WorkersServicer_to_server(servicer: WorkersServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
