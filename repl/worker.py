@@ -86,7 +86,11 @@ Examples:
 @click.option(
     "--prefetch", type=click.IntRange(1, 1000), help="Jobs held at once [twice the concurrency]."
 )
-@click.option("--worker-id", envvar="KOKAQ_WORKER_ID", help="Name in logs [env KOKAQ_WORKER_ID].")
+@click.option(
+    "--worker-id",
+    envvar="KOKAQ_WORKER_ID",
+    help="Name in logs and GET /v1/workers [env KOKAQ_WORKER_ID].",
+)
 @click.option("--grace", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Seconds running jobs get to finish on SIGTERM.")  # fmt: skip
 @client_command

@@ -164,7 +164,12 @@ class _Node:
         await server.start()
         app = create_app(
             gateway,
-            NodeView(lambda: readiness(raft), lambda: cluster_status(raft), raft.leader_http),
+            NodeView(
+                lambda: readiness(raft),
+                lambda: cluster_status(raft),
+                raft.leader_http,
+                workers.connected,
+            ),
             metrics,
             metrics_need_key=options.metrics_need_key,
         )

@@ -100,8 +100,13 @@ class _Session:
         dequeue: pb.DequeueRequest,
         lease_end: LeaseEnd | None = None,
         concurrency: int | None = None,
+        worker_id: str = "",
+        stream: str = "Lease",
     ) -> None:
         self.id = session_id
+        self.worker_id = worker_id  # as the worker names itself
+        self.stream = stream  # "Lease" or "Work"
+        self.opened_at = wall_clock_ms()
         self._lease_end = lease_end
         self.credit = credit
         self.concurrency = concurrency or credit  # jobs the worker runs at once
@@ -120,6 +125,23 @@ class _Session:
         self.asked = 0  # jobs its Dequeues in flight may still bring
         self.ending = False  # EndLease: lease nothing more, send what is leased
         self._sweep_at = _NEVER  # no held lease ends before this (a lower bound)
+
+    def describe(self) -> dict[str, Any]:
+        """The session as ``GET /v1/workers`` shows it."""
+        return {
+            "worker_id": self.worker_id,
+            "session_id": self.id,
+            "stream": self.stream,
+            "queues": [
+                {"queue": weighted.queue, "weight": weighted.weight or 1}
+                for weighted in self.dequeue.queues
+            ],
+            "credit": self.credit,
+            "concurrency": self.concurrency,
+            "held": len(self.held),
+            "connected_at_ms": self.opened_at,
+            "ending": self.ending,
+        }
 
     def end(self) -> None:
         """Lease nothing more (EndLease, ``end``): wake the loop to see it."""
@@ -246,7 +268,7 @@ class WorkerSessions:
         try:
             request = _parse(pb.LeaseRequest, raw)
             key = self._gateway.auth.key_of(context.invocation_metadata() or ())
-            session = self._open(request, key)
+            session = self._open(request, key, "Lease")
         except KokaqError as error:
             await abort_with(context, error)
             return
@@ -257,19 +279,43 @@ class WorkerSessions:
                     yield pb.LeaseEvent(jobs=[cv.message_to_proto(job) for job in jobs])
         except KokaqError as error:  # not the leader any more, say
             await abort_with(context, error)
-        finally:  # closed by ``_leased_batches``, unless the stream broke before it began
-            self._sessions.pop(session.id, None)
+        finally:
+            self._close(session)
 
-    def _open(self, request: pb.LeaseRequest, key: str | None) -> _Session:
+    def _open(self, request: pb.LeaseRequest, key: str | None, stream: str) -> _Session:
         """A new session for a valid, authorized lease request."""
         dequeue = _dequeue_request(request)
         self._gateway.authorize("Dequeue", dequeue, key)
         concurrency = request.concurrency if request.HasField("concurrency") else None
         session = _Session(
-            new_ids(1)[0], int(request.credit), dequeue, self._lease_end, concurrency
+            new_ids(1)[0],
+            int(request.credit),
+            dequeue,
+            self._lease_end,
+            concurrency,
+            worker_id=request.worker_id,
+            stream=stream,
         )
         self._sessions[session.id] = session
+        log.info(
+            "worker %r opened a %s stream on %s (credit %d)",
+            session.worker_id,
+            stream,
+            [q.queue for q in dequeue.queues],
+            session.credit,
+        )
         return session
+
+    def _close(self, session: _Session) -> None:
+        """The stream is over (closed by ``_leased_batches`` already, unless it
+        broke before that began)."""
+        self._sessions.pop(session.id, None)
+        log.info("worker %r: %s stream closed", session.worker_id, session.stream)
+
+    def connected(self, namespace: str) -> list[dict[str, Any]]:
+        """The worker streams open on this node for ``namespace``, oldest first."""
+        found = [s for s in self._sessions.values() if s.dequeue.namespace == namespace]
+        return [session.describe() for session in sorted(found, key=lambda s: s.opened_at)]
 
     async def _leased_batches(self, session: _Session) -> AsyncGenerator[list[Any], None]:
         """The jobs leased for a session, a Dequeue's at a time, until it ends
@@ -376,7 +422,7 @@ class WorkerSessions:
             if opening.settles or opening.end:
                 raise InvalidArgument("lease", "the first message carries the lease alone")
             key = self._gateway.auth.key_of(context.invocation_metadata() or ())
-            session = self._open(opening.lease, key)
+            session = self._open(opening.lease, key, "Work")
         except KokaqError as error:
             await abort_with(context, error)
             return
@@ -391,8 +437,8 @@ class WorkerSessions:
             await stream.run(requests)
         except KokaqError as error:  # a bad message, or not the leader any more
             await abort_with(context, error)
-        finally:  # closed by ``_leased_batches``, unless the stream broke before it began
-            self._sessions.pop(session.id, None)
+        finally:
+            self._close(session)
 
     def _give_back_unsent(self, future: asyncio.Future[Any]) -> None:
         """Release the jobs a Dequeue leased for a stream that broke before they
@@ -800,6 +846,8 @@ def _dequeue_request(request: pb.LeaseRequest) -> pb.DequeueRequest:
         raise InvalidArgument("queues", "name at least one queue")
     if not 1 <= request.credit <= MAX_BATCH:
         raise InvalidArgument("credit", f"must be 1 to {MAX_BATCH}")
+    if len(request.worker_id) > 256:
+        raise InvalidArgument("worker_id", "must be at most 256 characters")
     if request.HasField("concurrency") and not 1 <= request.concurrency <= request.credit:
         raise InvalidArgument("concurrency", f"must be 1 to the credit ({request.credit})")
     dequeue = pb.DequeueRequest(namespace=request.namespace, queues=request.queues)

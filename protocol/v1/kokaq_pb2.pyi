@@ -2109,7 +2109,7 @@ class LeaseRequest(_message.Message):
     """jobs the worker holds at once (its prefetch window): 1 to 1,000"""
     visibility_timeout_ms: _builtins.int
     worker_id: _builtins.str
-    """shown in logs and metrics"""
+    """shown in logs and GET /v1/workers; at most 256 characters"""
     concurrency: _builtins.int
     """Jobs the worker runs at once: 1 to credit (absent: credit). The node hands
     a flush's new jobs to as few workers as have handlers idle for them, so

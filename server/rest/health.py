@@ -33,6 +33,7 @@ class NodeView:
     readiness: Callable[[], Readiness]
     cluster: Callable[[], pb.ClusterStatus]
     leader_http: Callable[[], str | None]  # where REST writes go, once announced
+    workers: Callable[[str], list[dict[str, Any]]]  # worker streams open here, by namespace
 
 
 router = APIRouter(tags=["operations"])

@@ -397,7 +397,7 @@ def test_health_and_docs(http: httpx.Client) -> None:
     ready = http.get("/readyz").json()
     assert ready["ready"] is True and ready["applied_index"] >= ready["commit_index"] > 0
     schema = http.get("/openapi.json").json()
-    for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/queues", "/v1/dlq/redrive"):
+    for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/queues", "/v1/dlq/redrive", "/v1/workers"):
         assert path in schema["paths"]
     assert "X-API-Key" in str(schema["components"]["securitySchemes"])
     docs = http.get("/docs").text
@@ -428,6 +428,15 @@ def test_rest_auth_roles_and_scopes(tmp_path: Path) -> None:
                 "/v1/namespaces", json={"name": "x"}, headers={"X-API-Key": "pushkey01"}
             )
             assert error_of(namespaces, 403)["type"] == "PermissionDenied"
+            # Connected workers: any key of the namespace; none, or another's, is refused.
+            assert error_of(http.get("/v1/workers"), 401)["code"] == "UNAUTHENTICATED"
+            assert http.get("/v1/workers", headers=bearer).json() == {"workers": []}
+            team = {"X-API-Key": "teamkey01"}
+            assert (
+                error_of(http.get("/v1/workers", headers=team), 403)["type"] == "PermissionDenied"
+            )
+            on_team = http.get("/v1/workers", params={"namespace": "team"}, headers=team)
+            assert on_team.json() == {"workers": []}
             assert http.get("/healthz").status_code == 200  # no key needed
             assert http.get("/readyz").status_code == 200
             assert http.get("/openapi.json").status_code == 200

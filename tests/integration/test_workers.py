@@ -427,6 +427,10 @@ def test_worker_rpcs_refuse_bad_input(node: NodeProcess, http: httpx.Client) -> 
                 pb.LeaseRequest(namespace="default", queues=queues, credit=4, concurrency=5),
                 "concurrency",
             ),
+            (
+                pb.LeaseRequest(namespace="default", queues=queues, credit=1, worker_id="w" * 257),
+                "worker_id",
+            ),
         ):
             with pytest.raises(grpc.RpcError) as raised:
                 next(iter(lease(request, timeout=5)))
@@ -855,3 +859,29 @@ def test_a_worker_on_lease_takes_work_once_its_node_has_it(
     assert statuses(http, first) == {"succeeded": 20}
     assert calls_on_lease > 0 and calls_in_all == calls_on_lease  # then all on the stream
     assert transport.work_streams >= 2  # refused once, then opened
+
+
+def test_get_workers_shows_the_streams_open_on_the_node(
+    http: httpx.Client, workers: Workers
+) -> None:
+    queue = make_queue(http)
+    process = workers.start(f"{queue}:3", "--concurrency", "3", "--worker-id", "mailer-1")
+
+    def mine() -> list[dict[str, Any]]:
+        response = http.get("/v1/workers")
+        assert response.status_code == 200, response.text
+        return [w for w in response.json()["workers"] if w["worker_id"] == "mailer-1"]
+
+    wait_until(lambda: len(mine()) == 1, timeout=20)
+    (shown,) = mine()
+    assert (shown["stream"], shown["credit"], shown["concurrency"]) == ("Work", 6, 3)
+    assert shown["queues"] == [{"queue": queue, "weight": 3}]
+    assert shown["held"] == 0 and shown["ending"] is False
+    assert abs(shown["connected_at_ms"] / 1000 - time.time()) < 60
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(20) == 0
+    wait_until(lambda: mine() == [], timeout=10)  # gone once its stream closed
+    # Another namespace's workers are not listed; bad input is refused.
+    assert http.get("/v1/workers", params={"namespace": "elsewhere"}).json() == {"workers": []}
+    refused = http.get("/v1/workers", params={"namespace": ""})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "namespace"
