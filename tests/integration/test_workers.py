@@ -885,3 +885,33 @@ def test_get_workers_shows_the_streams_open_on_the_node(
     assert http.get("/v1/workers", params={"namespace": "elsewhere"}).json() == {"workers": []}
     refused = http.get("/v1/workers", params={"namespace": ""})
     assert refused.status_code == 400 and refused.json()["error"]["field"] == "namespace"
+
+
+def test_workers_need_a_consumer_key_of_their_namespace(tmp_path: Path) -> None:
+    """On a node with keys, a worker leases and settles with a consumer key;
+    with no key, a producer's, or another namespace's, it stops at once with
+    the refusal (no retrying a key that cannot work)."""
+    keys = "adminkey1:admin,pushkey01:producer,pullkey01:consumer,teampull1:consumer:team"
+    node = NodeProcess(str(tmp_path / "node"), "--api-key", keys).start()
+    running = Workers(node, tmp_path)
+    try:
+        with Client(node.grpc, api_key="adminkey1") as client:
+            client.create_namespace("default")
+            client.create_queue("default", "q")
+            job_id = client.queue("default", "q").enqueue(b"0", headers=OK_JOB).message_id
+            for args, refusal in (
+                ((), "an API key is required"),
+                (("--api-key", "pushkey01"), "a producer key may not make this call"),
+                (("--api-key", "teampull1"), "this key is limited to namespace 'team'"),
+            ):
+                refused = running.start("q", *args)
+                assert refused.wait(20) != 0
+                assert refusal in running.output(len(running.processes) - 1)
+            assert running.lines() == []  # none of them ran it
+            running.start("q", "--api-key", "pullkey01")
+            wait_until(lambda: [row[0] for row in running.lines()] == [job_id], timeout=20)
+            queue = client.queue("default", "q")
+            wait_until(lambda: queue.stats().succeeded == 1, timeout=10)  # settled on its stream
+    finally:
+        running.stop_all()
+        node.kill()
