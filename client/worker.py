@@ -568,7 +568,7 @@ class Worker:
             await stream.write(pb.WorkRequest(lease=request))  # if it failed, the call says why
             async for event in call:
                 if event.session_id:
-                    self._opened(stream, event.session_id)
+                    stream.session = self._opened(event.session_id)
                 for message in event.jobs:
                     inbox.put_nowait((stream.session, cv.message_from_proto(message)))
                 if event.settle_id:
@@ -590,14 +590,12 @@ class Worker:
         session = ""
         async for event in transport.lease_stream(request):
             if event.session_id:
-                session = self._opened(None, event.session_id)
+                session = self._opened(event.session_id)
             for message in event.jobs:
                 inbox.put_nowait((session, cv.message_from_proto(message)))
 
-    def _opened(self, stream: _WorkStream | None, session: str) -> str:
+    def _opened(self, session: str) -> str:
         self._session = session
-        if stream is not None:
-            stream.session = session
         log.info("worker %s leasing from %s", self.worker_id, self.queues)
         return session
 
