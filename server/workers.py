@@ -124,6 +124,7 @@ class _Session:
         self.handoffs: deque[tuple[asyncio.Future[Any], int]] = deque()
         self.asked = 0  # jobs its Dequeues in flight may still bring
         self.ending = False  # EndLease: lease nothing more, send what is leased
+        self.leased = 0  # jobs leased to it since it connected
         self._sweep_at = _NEVER  # no held lease ends before this (a lower bound)
 
     def describe(self) -> dict[str, Any]:
@@ -139,6 +140,7 @@ class _Session:
             "credit": self.credit,
             "concurrency": self.concurrency,
             "held": len(self.held),
+            "leased": self.leased,
             "connected_at_ms": self.opened_at,
             "ending": self.ending,
         }
@@ -150,6 +152,7 @@ class _Session:
         self.settled.set()
 
     def hold(self, jobs: list[Any]) -> None:
+        self.leased += len(jobs)
         for job in jobs:
             self.held[(job.id, job.lock_id)] = (job.lock_deadline, job.namespace, job.queue)
             self._sweep_at = min(self._sweep_at, job.lock_deadline)

@@ -30,6 +30,7 @@ class WorkerStream(BaseModel):
     credit: int  # jobs it may hold unsettled (its prefetch window)
     concurrency: int  # jobs it runs at once
     held: int  # jobs leased to it and not yet settled
+    leased: int  # jobs leased to it since it connected
     connected_at_ms: int
     ending: bool  # asked to end: it takes no more jobs
 

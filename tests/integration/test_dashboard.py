@@ -1,9 +1,11 @@
 """The dashboard in a real headless Chromium (Debian's, driven by Playwright)
 against a real node: it loads without console errors, shows a job submitted
-over REST within 3 s, shows a queue's shares, and redrives from the DLQ view."""
+over REST within 3 s, shows a queue's shares, redrives from the DLQ view, and
+lists the worker processes connected."""
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.integration.nodes import NodeProcess, wait_until
+from tests.integration.worker_processes import Workers
 
 CHROMIUM = "/usr/bin/chromium"  # .ci/run installs Debian's chromium
 # As root, without a network: no sandbox, and no background connections.
@@ -137,6 +140,47 @@ def test_dashboard_shows_jobs_and_redrives_dead_ones(
     phone.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
     phone.close()
     assert errors == []
+
+
+def test_dashboard_lists_connected_workers(
+    browser: Browser, node: NodeProcess, http: httpx.Client, tmp_path: Path
+) -> None:
+    errors: list[str] = []
+    queue = f"dash-{uuid.uuid4().hex[:6]}"
+    workers = Workers(node, tmp_path)
+    try:
+        process = workers.start(f"{queue}:2", "--concurrency", "2", "--worker-id", "dash-worker-1")
+        page = open_dashboard(browser, node, errors)
+        page.click("#tabs button[data-tab=workers]")
+        row = page.locator("#workers-table tbody tr", has_text="dash-worker-1")
+        expect(row).to_have_count(1, timeout=20_000)  # the worker process starts meanwhile
+        cells = row.locator("td")
+        expect(cells.nth(1)).to_have_text(f"{queue} (2)")
+        expect(cells.nth(2)).to_have_text("0")  # holding nothing yet
+        expect(cells.nth(3)).to_have_text("2")  # concurrency
+        expect(cells.nth(7)).to_have_text("Work")
+        expect(cells.nth(8)).to_have_text("working")
+        assert "worker stream" in page.inner_text("#workers-note")
+
+        # A slow job shows as held, and counted as leased, within the 3 s polling promise.
+        submit(http, queue=queue, type="slow", payload={"seconds": 5})
+        expect(cells.nth(2)).to_have_text("1", timeout=3_000)
+        expect(cells.nth(5)).to_have_text("1")
+        page.click("#tabs button[data-tab=overview]")
+        card = page.locator("#summary .card", has_text="workers")
+        expect(card.locator("b")).to_have_text("1", timeout=3_000)
+
+        # SIGTERM: the worker finishes its job and goes; so does its row.
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        assert [row[1] for row in workers.lines("end")] == [queue]
+        page.click("#tabs button[data-tab=workers]")
+        expect(row).to_have_count(0, timeout=3_000)
+        expect(page.locator("#workers-table tbody tr")).to_have_count(0)
+        page.close()
+        assert errors == []
+    finally:
+        workers.stop_all()
 
 
 def test_dashboard_without_a_key_says_so(browser: Browser, tmp_path: Path) -> None:

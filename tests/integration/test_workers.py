@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from collections import Counter
@@ -29,82 +25,13 @@ from kokaq.core import Headers, InvalidArgument, NotFound, QueueConfig
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from tests.integration.nodes import NodeProcess, free_ports, leader_of, start_cluster, wait_until
 from tests.integration.scrape import scrape
-
-HANDLERS = """
-import os, time
-from kokaq.client import Worker
-
-worker = Worker()
-LOG = os.environ["JOB_LOG"]
-
-
-def record(*fields):
-    with open(LOG, "a") as log:
-        log.write(" ".join(str(f) for f in fields) + "\\n")
-
-
-@worker.handler("ok")
-def ok(job):
-    record("ran", job.id, job.queue, job.attempts, time.time())
-
-
-@worker.handler("fail")
-def fail(job):
-    record("ran", job.id, job.queue, job.attempts, time.time())
-    raise ValueError("boom")
-
-
-@worker.handler("slow")
-async def slow(job):
-    import asyncio
-    record("start", job.id, job.queue, job.attempts, time.time())
-    await asyncio.sleep(job.payload["seconds"])
-    record("end", job.id, job.queue, job.attempts, time.time())
-"""
+from tests.integration.worker_processes import Workers
 
 
 @pytest.fixture(scope="module")
 def http(node: NodeProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=f"http://{node.http}", timeout=10) as client:
         yield client
-
-
-class Workers:
-    """``kokaq worker`` processes and the log their handlers write."""
-
-    def __init__(self, node: NodeProcess, directory: Path, server: str | None = None) -> None:
-        self.node = node
-        self.server = server or node.grpc  # a cluster's addresses, comma-separated
-        self.directory = directory
-        (directory / "job_handlers.py").write_text(textwrap.dedent(HANDLERS))
-        self.log = directory / "jobs.log"
-        self.log.touch()
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, queues: str, *args: str) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "kokaq.repl", "worker", "job_handlers:worker",
-                   "--server", self.server, "--queues", queues, *args]  # fmt: skip
-        env = {**os.environ, "JOB_LOG": str(self.log)}
-        output = self.directory / f"worker{len(self.processes)}.out"
-        with output.open("w") as sink:
-            process = subprocess.Popen(
-                command, cwd=self.directory, env=env, stdout=sink, stderr=subprocess.STDOUT
-            )
-        self.processes.append(process)
-        return process
-
-    def output(self, index: int) -> str:
-        return (self.directory / f"worker{index}.out").read_text()
-
-    def lines(self, kind: str = "ran") -> list[list[str]]:
-        rows = [line.split() for line in self.log.read_text().splitlines()]
-        return [row[1:] for row in rows if row and row[0] == kind]
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait(10)
 
 
 @pytest.fixture
@@ -876,7 +803,7 @@ def test_get_workers_shows_the_streams_open_on_the_node(
     (shown,) = mine()
     assert (shown["stream"], shown["credit"], shown["concurrency"]) == ("Work", 6, 3)
     assert shown["queues"] == [{"queue": queue, "weight": 3}]
-    assert shown["held"] == 0 and shown["ending"] is False
+    assert (shown["held"], shown["leased"], shown["ending"]) == (0, 0, False)
     assert abs(shown["connected_at_ms"] / 1000 - time.time()) < 60
     process.send_signal(signal.SIGTERM)
     assert process.wait(20) == 0

@@ -12,6 +12,8 @@ const state = {
   previous: null,        // the last overview, for rates
   history: [],           // [{at, enqueued, done, ready, leased, delayed}]
   job: null,             // the job in the detail view
+  workers: [],           // worker streams open on this node
+  cluster: null,         // the last /v1/cluster answer
 };
 
 const $ = (selector) => document.querySelector(selector);
@@ -122,6 +124,7 @@ async function refreshOverview() {
       ["delayed", sum.delayed],
       ["leased", sum.leased],
       ["dead", sum.dead],
+      ["workers", state.workers.length],
     ].map(([label, value]) => el("div", { class: "card" }, label, el("b", {}, number(value)))),
   );
   setRows("#queues-table", overview.queues.map((q) => {
@@ -290,10 +293,33 @@ async function deadAction(action, ids) {
   await refreshDead();
 }
 
+// -- workers ---------------------------------------------------------------------------
+
+async function refreshWorkers() {
+  const { workers } = await api(`/v1/workers?namespace=${encodeURIComponent(state.namespace)}`);
+  state.workers = workers;
+  if (state.tab !== "workers") return;
+  // Workers lease from the leader: a follower holds none of their streams.
+  const c = state.cluster;
+  const onFollower = c && c.role !== "leader";
+  $("#workers-note").textContent = onFollower
+    ? `This node is a ${c.role}: workers stream from the leader${c.leader_http ? ` (http://${c.leader_http}/)` : ""}.`
+    : `${workers.length} worker stream${workers.length === 1 ? "" : "s"} open on this node for ${state.namespace}.`;
+  const now = state.lastOverview ? state.lastOverview.at : Date.now();  // the node's clock
+  setRows("#workers-table", workers.map((w) => el("tr", { "data-session-id": w.session_id },
+    el("td", {}, w.worker_id || "–"),
+    el("td", {}, w.queues.map((q) => `${q.queue} (${q.weight})`).join(", ")),
+    el("td", { class: "num" }, number(w.held)), el("td", { class: "num" }, number(w.concurrency)),
+    el("td", { class: "num" }, number(w.credit)), el("td", { class: "num" }, number(w.leased)),
+    el("td", {}, `${age(Math.max(0, now - w.connected_at_ms))} ago`), el("td", {}, w.stream),
+    el("td", {}, w.ending ? "ending" : "working"))));
+}
+
 // -- cluster ---------------------------------------------------------------------------
 
 async function refreshCluster() {
   const c = await api("/v1/cluster");
+  state.cluster = c;
   const status = $("#node-status");
   status.textContent = c.role === "leader" ? "leader (this node)" : `${c.role} · leader ${c.leader ?? "unknown"}`;
   status.className = `pill ${c.leader && c.has_quorum ? "ok" : "bad"}`;
@@ -321,6 +347,7 @@ async function refreshNamespaces() {
 async function refresh() {
   try {
     await refreshCluster();
+    await refreshWorkers();
     await refreshOverview();
     if (state.tab === "jobs") await refreshJobs();
     if (state.tab === "dlq") await refreshDead();
