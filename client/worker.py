@@ -20,7 +20,11 @@ timeout, so a long job keeps it. A handler that returns acks the job; one
 that raises nacks it with ``"Type: message"`` as the job's ``last_error``
 (the queue's backoff decides when it runs again, and its max deliveries when
 it goes to the dead-letter queue). A job whose type has no handler is nacked
-the same way.
+the same way. A handler that runs past its timeout (``job_timeout``, or the
+handler's own ``timeout``) is nacked with the reason ``handler_timeout``: an
+``async def`` handler is cancelled; a plain function cannot be stopped, so
+its thread, and its place among the ``concurrency``, stay taken until it
+returns (its result is then ignored).
 
 Stopping (SIGTERM, ``stop()``): take no more jobs, release the ones not
 started, let running handlers finish within ``grace`` seconds, release the
@@ -76,6 +80,7 @@ log = logging.getLogger("kokaq.worker")
 
 _FATAL = (Unauthenticated, PermissionDenied, InvalidArgument)
 _MAX_ERROR = 4000
+_MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: past that, say no limit (None)
 _END_LEASE_SECONDS = 5.0  # a stopping worker does not wait longer for a node that is gone
 _SETTLE_ANSWER_SECONDS = 30.0  # as long as a SettleMany call may take
 
@@ -105,6 +110,11 @@ Handler = Callable[[Job], Any]
 def job_of(message: MessageView) -> Job:
     job_type = message.headers.type if message.headers else None
     return Job(message.id, job_type, job_payload(message), message.deliveries, message)
+
+
+def _check_timeout(field: str, seconds: float | None) -> None:
+    if seconds is not None and not 0 < seconds <= _MAX_TIMEOUT:
+        raise InvalidArgument(field, f"must be more than 0 and at most {_MAX_TIMEOUT:g} seconds")
 
 
 def error_summary(error: BaseException) -> str:
@@ -185,6 +195,28 @@ class _HandlerThreads:
         handler does not keep the process alive)."""
         for _ in self._threads:
             self._jobs.put(None)
+
+
+async def _run_handler(
+    pool: _HandlerThreads,
+    handler: Handler,
+    job: Job,
+    threads: list[asyncio.Future[Any]] | None = None,
+) -> None:
+    """Run ``handler`` on ``job``: an ``async def`` in the loop, a plain
+    function on a handler thread. Given ``threads``, the thread's future goes
+    there and is awaited shielded: a timeout stops the wait, not the future."""
+    if inspect.iscoroutinefunction(handler):
+        await handler(job)
+        return
+    thread = pool.run(handler, job)
+    if threads is None:
+        result = await thread
+    else:
+        threads.append(thread)
+        result = await asyncio.shield(thread)
+    if inspect.isawaitable(result):
+        await result
 
 
 class _Lease:
@@ -339,6 +371,7 @@ class Worker:
         worker_id: str | None = None,
         visibility_timeout_ms: int | None = None,
         grace: float = 30.0,
+        job_timeout: float | None = None,
         transport: WorkerTransport | None = None,
     ) -> None:
         if not 1 <= concurrency <= 1000:
@@ -347,6 +380,7 @@ class Worker:
             raise InvalidArgument("prefetch", "must be 1 to 1000")
         if grace < 0:
             raise InvalidArgument("grace", "must be 0 or more seconds")
+        _check_timeout("job_timeout", job_timeout)
         weights = queues if isinstance(queues, Mapping) else dict.fromkeys(queues, 1)
         self.namespace = namespace
         self.queues = queue_weights(weights)
@@ -356,10 +390,12 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.visibility_timeout_ms = visibility_timeout_ms
         self.grace = grace
+        self.job_timeout = job_timeout  # seconds a handler may run, unless its own says
         self._server = server
         self._api_key = api_key
         self._transport = transport
         self._handlers: dict[str, Handler] = {}
+        self._timeouts: dict[str, float] = {}  # a handler's own timeout, by job type
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._leases: dict[str, _Lease] = {}  # running jobs, by id
@@ -369,13 +405,19 @@ class Worker:
 
     # -- registration ------------------------------------------------------------------
 
-    def handler(self, job_type: str) -> Callable[[Handler], Handler]:
-        """Register the function that runs jobs of ``job_type``."""
+    def handler(
+        self, job_type: str, *, timeout: float | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Register the function that runs jobs of ``job_type``; ``timeout``
+        (seconds) overrides the worker's ``job_timeout`` for them."""
+        _check_timeout("timeout", timeout)
 
         def register(function: Handler) -> Handler:
             if job_type in self._handlers:
                 raise InvalidArgument("job_type", f"{job_type!r} has a handler already")
             self._handlers[job_type] = function
+            if timeout is not None:
+                self._timeouts[job_type] = timeout
             return function
 
         return register
@@ -383,6 +425,15 @@ class Worker:
     @property
     def handlers(self) -> Mapping[str, Handler]:
         return dict(self._handlers)
+
+    @property
+    def handler_timeouts(self) -> Mapping[str, float]:
+        """The timeouts handlers were registered with, by job type."""
+        return dict(self._timeouts)
+
+    def timeout_of(self, job_type: str | None) -> float | None:
+        """Seconds a handler of ``job_type`` may run (None: no limit)."""
+        return self._timeouts.get(job_type or "", self.job_timeout)
 
     @property
     def job_types(self) -> list[str]:
@@ -614,48 +665,57 @@ class Worker:
                 continue
             running[me] = item
             try:
-                await self._process(pool, *item)
+                straggler = await self._process(pool, *item)
             finally:
                 running.pop(me, None)
+            if straggler is not None:  # settled, but its thread is busy until it returns
+                await asyncio.wait({straggler})
 
     async def _process(
         self,
         pool: _HandlerThreads,
         session: str,
         message: MessageView,
-    ) -> None:
+    ) -> asyncio.Future[Any] | None:
+        """Run one job and send its settle; answer a timed-out plain
+        function's future (its thread runs on), else None."""
         left_ms = (message.lock_deadline or 0) - int(time.time() * 1000)
         if left_ms <= 0:
             # It waited here past its lease: the node has taken it back, and
             # another worker may be running it. Its settle would fail anyway.
             log.warning("job %s waited past its lease; not run here", message.id)
-            return
+            return None
         job = job_of(message)
         handler = self._handlers.get(job.type or "")
+        timeout = self.timeout_of(job.type)
         lease_ms = max(1_000, left_ms)
         self._leases[message.id] = _Lease(message, lease_ms, time.monotonic() + lease_ms / 3000)
         error: BaseException | None = None
+        reason = FailureReason.PROCESSING_ERROR
+        limit = None if timeout is None else asyncio.timeout(timeout)
+        threads: list[asyncio.Future[Any]] = []  # a plain function's, if it ran
         try:
             if handler is None:
+                reason = FailureReason.UNAUTHORIZED_HANDLER
                 raise LookupError(f"no handler for job type {job.type!r} on {self.worker_id}")
-            if inspect.iscoroutinefunction(handler):
-                await handler(job)
+            if limit is None:  # the common case, without a timeout's cost
+                await _run_handler(pool, handler, job)
             else:
-                result = await pool.run(handler, job)
-                if inspect.isawaitable(result):
-                    await result
+                async with limit:
+                    await _run_handler(pool, handler, job, threads)
         except Exception as failure:  # the handler's failure is the job's, not ours
             error = failure
         finally:
             self._leases.pop(message.id, None)
+        if limit is not None and limit.expired():
+            reason = FailureReason.HANDLER_TIMEOUT
+            error = TimeoutError(f"handler ran past its {timeout:g} s timeout")
+            log.warning("job %s: %s", message.id, error)
         lock = cv.lock_ref(message)
         if error is None:
             settle = pb.SettleRequest(session_id=session, ack=lock)
         else:
             self.failed += 1
-            reason = FailureReason.PROCESSING_ERROR
-            if handler is None:
-                reason = FailureReason.UNAUTHORIZED_HANDLER
             nack = pb.NackRequest(
                 lock=lock,
                 reason=cv.failure_reason_to_proto(reason),
@@ -663,6 +723,7 @@ class Worker:
             )
             settle = pb.SettleRequest(session_id=session, nack=nack)
         self._settle(settle, message)  # the runner takes its next job meanwhile
+        return next((thread for thread in threads if not thread.done()), None)
 
     async def _heartbeats(self, transport: WorkerTransport) -> None:
         """Refresh each running job's lease every third of its length (one loop

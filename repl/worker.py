@@ -1,8 +1,8 @@
 """``kokaq worker module:attr``: run job handlers until SIGTERM.
 
-``module:attr`` names a ``kokaq.client.Worker`` (its handlers are used; the
-connection and concurrency come from the command line) or a mapping of job
-type to handler.
+``module:attr`` names a ``kokaq.client.Worker`` (its handlers, and their
+own timeouts, are used; the connection, concurrency and default job timeout
+come from the command line) or a mapping of job type to handler.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def parse_queues(text: str) -> dict[str, int]:
     return queues
 
 
-def load_handlers(target: str) -> Mapping[str, Any]:
+def load_handlers(target: str) -> tuple[Mapping[str, Any], Mapping[str, float]]:
+    """The handlers ``target`` names, and the timeouts a Worker gave them."""
     from kokaq.client import Worker  # noqa: PLC0415
 
     module_name, _, attribute = target.partition(":")
@@ -57,7 +58,7 @@ def load_handlers(target: str) -> Mapping[str, Any]:
     handlers = found.handlers if isinstance(found, Worker) else found
     if not isinstance(handlers, Mapping) or not handlers:
         raise InvalidArgument("target", f"{target} is neither a Worker nor a mapping of handlers")
-    return handlers
+    return handlers, found.handler_timeouts if isinstance(found, Worker) else {}
 
 
 @click.command(
@@ -93,6 +94,13 @@ Examples:
 )
 @click.option("--grace", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Seconds running jobs get to finish on SIGTERM.")  # fmt: skip
+@click.option(
+    "--job-timeout",
+    envvar="KOKAQ_WORKER_JOB_TIMEOUT",
+    type=click.FloatRange(0, 7 * 24 * 3600, min_open=True),
+    help="Seconds a handler may run before its job is nacked as handler_timeout "
+    "(a handler's own timeout wins) [no limit; env KOKAQ_WORKER_JOB_TIMEOUT].",
+)
 @client_command
 def worker(
     session: Session,
@@ -102,11 +110,12 @@ def worker(
     prefetch: int | None,
     worker_id: str | None,
     grace: float,
+    job_timeout: float | None,
 ) -> None:
     """Run job handlers on jobs leased from the node, until SIGTERM."""
     from kokaq.client import Worker  # noqa: PLC0415
 
-    handlers = load_handlers(target)
+    handlers, timeouts = load_handlers(target)
     runner = Worker(
         list(session.servers),
         namespace=session.namespace,
@@ -116,9 +125,10 @@ def worker(
         api_key=session.api_key,
         worker_id=worker_id,
         grace=grace,
+        job_timeout=job_timeout,
     )
     for job_type, handler in handlers.items():
-        runner.handler(job_type)(handler)
+        runner.handler(job_type, timeout=timeouts.get(job_type))(handler)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     click.echo(
         f"kokaq worker {runner.worker_id}: types {', '.join(runner.job_types)} "

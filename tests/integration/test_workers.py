@@ -112,6 +112,37 @@ def test_a_long_handler_keeps_its_lease_by_heartbeats(http: httpx.Client, worker
     assert len(workers.lines("start")) == 1 and len(workers.lines("end")) == 1
 
 
+def test_handlers_past_their_timeout_are_nacked_as_handler_timeout(
+    http: httpx.Client, workers: Workers
+) -> None:
+    """``--job-timeout`` cancels an async handler; a plain function with its
+    own ``timeout=0.5`` is nacked at 0.5 s and keeps the one place until it
+    returns, so the next job starts after its end."""
+    queue = make_queue(http)
+    slow = submit(http, queue, "slow", {"seconds": 30}, max_retries=0)
+    hung = submit(http, queue, "hang", {"seconds": 2}, max_retries=0)
+    after = submit(http, queue, "ok")
+    process = workers.start(queue, "--concurrency", "1", "--job-timeout", "1")
+    wait_until(lambda: job(http, after)["status"] == "succeeded", timeout=30)
+    for job_id, seconds in ((slow, "1"), (hung, "0.5")):
+        timed_out = job(http, job_id)
+        assert (timed_out["status"], timed_out["failure_reason"], timed_out["attempts"]) == (
+            "dead",
+            "handler_timeout",
+            1,
+        )
+        assert timed_out["last_error"] == f"TimeoutError: handler ran past its {seconds} s timeout"
+    ends = {row[0]: float(row[3]) for row in workers.lines("end")}
+    assert slow not in ends  # cancelled, not left running
+    (ran,) = workers.lines("ran")
+    assert ran[0] == after and float(ran[3]) >= ends[hung]  # its place was taken until then
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(20) == 0
+    refused = workers.start(queue, "--job-timeout", "0")
+    assert refused.wait(20) == 2
+    assert "--job-timeout" in workers.output(1)
+
+
 def test_sigterm_mid_job_loses_nothing_and_runs_nothing_twice(
     http: httpx.Client, workers: Workers
 ) -> None:

@@ -43,6 +43,13 @@ async def slow(job):
     record("start", job.id, job.queue, job.attempts, time.time())
     await asyncio.sleep(job.payload["seconds"])
     record("end", job.id, job.queue, job.attempts, time.time())
+
+
+@worker.handler("hang", timeout=0.5)
+def hang(job):
+    record("start", job.id, job.queue, job.attempts, time.time())
+    time.sleep(job.payload["seconds"])
+    record("end", job.id, job.queue, job.attempts, time.time())
 """
 
 

@@ -4,13 +4,16 @@ handlers with, no server needed."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from kokaq.client import Client, Job, Worker
 from kokaq.client.testing import AsyncInProcessTransport, InProcessTransport
 from kokaq.client.transport import SETTLE_MANY
-from kokaq.core import MessageState, QueueConfig
+from kokaq.core import FailureReason, InvalidArgument, MessageState, QueueConfig
 from kokaq.protocol.jobs import job_spec
 
 
@@ -145,3 +148,143 @@ def test_a_job_that_waited_past_its_lease_is_not_run_twice() -> None:
     assert runs == [(quick, 2)]  # once, on its second lease
     assert queue.get(slow).state is MessageState.SUCCEEDED
     assert queue.get(quick).state is MessageState.SUCCEEDED
+
+
+def _one_queue() -> tuple[InProcessTransport, Any]:
+    transport = InProcessTransport()
+    client = Client(transport=transport)
+    client.create_namespace("default")
+    client.create_queue("default", "q")
+    return transport, client.queue("default", "q")
+
+
+def test_an_async_handler_past_its_timeout_is_cancelled_and_its_job_nacked() -> None:
+    transport, queue = _one_queue()
+    jobs = [job_spec(kind, {}, max_retries=0) for kind in ("hang", "dawdle", "quick")]
+    hang, dawdle, quick = (r.message_id for r in queue.enqueue_many(jobs))
+    cancelled: list[str] = []
+    worker = Worker(
+        queues=["q"],
+        concurrency=3,
+        job_timeout=0.2,
+        transport=AsyncInProcessTransport(sync=transport),
+    )
+
+    @worker.handler("hang", timeout=0.4)  # its own timeout wins over the worker's
+    async def hang_on(job: Job) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(job.id)
+            raise
+
+    @worker.handler("dawdle")
+    async def dawdle_on(job: Job) -> None:
+        await asyncio.sleep(30)
+
+    @worker.handler("quick")
+    async def be_quick(job: Job) -> None:
+        await asyncio.sleep(0.01)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        await until(lambda: worker.processed == 3)
+        stop.set()
+        await running
+
+    asyncio.run(run())
+    assert cancelled == [hang]
+    assert worker.timeout_of("hang") == 0.4 and worker.timeout_of("dawdle") == 0.2
+    for job_id, seconds in ((hang, "0.4"), (dawdle, "0.2")):
+        timed_out = queue.get(job_id)
+        assert (timed_out.state, timed_out.failure_reason) == (
+            MessageState.DEAD,
+            FailureReason.HANDLER_TIMEOUT,
+        )
+        assert timed_out.last_error == f"TimeoutError: handler ran past its {seconds} s timeout"
+    assert queue.get(quick).state is MessageState.SUCCEEDED
+    assert worker.failed == 2
+
+
+def test_a_plain_function_past_its_timeout_keeps_its_place_until_it_returns() -> None:
+    """A thread cannot be stopped: the job is nacked at the timeout, and with
+    one handler the next job waits for the thread to come back (not in the
+    thread pool's queue, where its own timeout would run out)."""
+    transport, queue = _one_queue()
+    blocked, quick = (
+        r.message_id
+        for r in queue.enqueue_many([job_spec("block", {}, max_retries=0), job_spec("quick", {})])
+    )
+    gate = threading.Event()
+    quick_started: list[str] = []
+    worker = Worker(
+        queues=["q"],
+        concurrency=1,
+        job_timeout=0.25,
+        transport=AsyncInProcessTransport(sync=transport),
+    )
+
+    @worker.handler("block", timeout=0.2)
+    def block(job: Job) -> str:
+        gate.wait(10)
+        return "ignored"
+
+    @worker.handler("quick")
+    def record(job: Job) -> None:
+        quick_started.append(job.id)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        try:
+            await until(lambda: queue.get(blocked).state is MessageState.DEAD)
+            assert queue.get(blocked).state is MessageState.DEAD
+            await asyncio.sleep(0.3)  # the one place is still taken
+            assert quick_started == []
+            assert queue.get(blocked).failure_reason is FailureReason.HANDLER_TIMEOUT
+        finally:
+            gate.set()
+        await until(lambda: worker.processed == 2)
+        stop.set()
+        await running
+
+    asyncio.run(run())
+    assert quick_started == [quick]
+    done = queue.get(quick)
+    assert (done.state, done.deliveries, done.failure_reason) == (MessageState.SUCCEEDED, 1, None)
+    assert queue.get(blocked).state is MessageState.DEAD  # its late return changed nothing
+
+
+def test_a_handler_raising_timeout_error_itself_is_a_processing_error() -> None:
+    transport, queue = _one_queue()
+    (job_id,) = (r.message_id for r in queue.enqueue_many([job_spec("raise", {})]))
+    worker = Worker(queues=["q"], job_timeout=5, transport=AsyncInProcessTransport(sync=transport))
+
+    @worker.handler("raise")
+    async def give_up(job: Job) -> None:
+        raise TimeoutError("upstream took too long")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        await until(lambda: worker.processed == 1)
+        stop.set()
+        await running
+
+    asyncio.run(run())
+    failed = queue.get(job_id)
+    assert failed.failure_reason is FailureReason.PROCESSING_ERROR
+    assert failed.last_error == "TimeoutError: upstream took too long"
+
+
+@pytest.mark.parametrize("seconds", [0, -1, 7 * 24 * 3600 + 1, float("nan")])
+def test_timeouts_out_of_range_are_refused_naming_the_field(seconds: float) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        Worker(job_timeout=seconds)
+    assert refused.value.field == "job_timeout"
+    worker = Worker()
+    with pytest.raises(InvalidArgument) as refused:
+        worker.handler("t", timeout=seconds)
+    assert refused.value.field == "timeout"
+    assert worker.job_types == []  # nothing registered
