@@ -19,7 +19,14 @@ from kokaq.core.admission import MAX_DELAY_MS, admit
 from kokaq.core.browse import MessageOps
 from kokaq.core.config import SECOND, BackoffPolicy, NamespaceConfig, QueueConfig
 from kokaq.core.dead_letters import DeadLetterOps
-from kokaq.core.engine_core import MAX_BATCH, MAX_LEASE_MS, MAX_TIME, EngineCore, is_pair
+from kokaq.core.engine_core import (
+    MAX_BATCH,
+    MAX_LEASE_MS,
+    MAX_TIME,
+    EngineCore,
+    is_pair,
+    is_triple,
+)
 from kokaq.core.errors import (
     ConfigError,
     InvalidArgument,
@@ -357,23 +364,41 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
 
     # -- settling leases -------------------------------------------------------------
 
-    def ack(self, namespace: str, queue: str, message_id: str, lock_id: str, *, now: int) -> None:
-        """Settle a lease as done: the message is kept as succeeded for the retention period.
+    def ack(
+        self,
+        namespace: str,
+        queue: str,
+        message_id: str,
+        lock_id: str,
+        *,
+        now: int,
+        result: bytes | None = None,
+    ) -> None:
+        """Settle a lease as done: the message is kept as succeeded for the
+        retention period, with ``result`` (a job's outcome, at most the
+        queue's max payload) if given.
 
         Raises:
             MessageNotFound: no such message.
             LockLost: the lock id is wrong or the lease has ended; nothing changed.
             (The same lease acked again succeeds and changes nothing.)
+            InvalidArgument / PayloadTooLarge (``result``): nothing changed.
         """
         now = self._clock(now)
         q = self._queue(namespace, queue)
-        q.ack_lease(message_id, lock_id, now)
+        q.ack_lease(message_id, lock_id, now, result)
         q.purge_succeeded(now)
 
     def ack_batch(
-        self, namespace: str, queue: str, items: Sequence[tuple[str, str]], *, now: int
+        self,
+        namespace: str,
+        queue: str,
+        items: Sequence[tuple[str, str] | tuple[str, str, bytes | None]],
+        *,
+        now: int,
     ) -> list[KokaqError | None]:
-        """Ack many ``(message_id, lock_id)`` pairs; each succeeds or fails on its own.
+        """Ack many ``(message_id, lock_id)`` pairs, or ``(message_id,
+        lock_id, result)`` triples; each succeeds or fails on its own.
 
         Returns one entry per item: None, or the error that item met.
         """
@@ -384,11 +409,22 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
         results: list[KokaqError | None] = []
         ack = q.ack_lease
         for index, item in enumerate(items):
-            if not is_pair(item):
-                results.append(InvalidArgument(f"items[{index}]", "must be (message_id, lock_id)"))
+            if is_pair(item):
+                result = None
+            elif is_triple(item):
+                result = item[2]  # type: ignore[misc]  # a triple, checked just above
+                if result is not None:
+                    try:
+                        q.check_result(result, f"items[{index}].result")
+                    except KokaqError as error:
+                        results.append(error)
+                        continue
+            else:
+                message = "must be (message_id, lock_id) or (message_id, lock_id, result)"
+                results.append(InvalidArgument(f"items[{index}]", message))
                 continue
             try:
-                ack(item[0], item[1], now)
+                ack(item[0], item[1], now, result)
                 results.append(None)
             except KokaqError as error:
                 results.append(error)

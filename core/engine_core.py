@@ -69,6 +69,10 @@ def is_pair(item: object) -> bool:
     return isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2
 
 
+def is_triple(item: object) -> bool:
+    return isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 3
+
+
 def id_list(message_ids: Sequence[str] | None) -> list[str] | None:
     if message_ids is None:
         return None

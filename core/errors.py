@@ -124,7 +124,8 @@ class PayloadTooLarge(InvalidArgument):
     def __init__(self, field: str, size: int, limit: int) -> None:
         self.size = size
         self.limit = limit
-        super().__init__(field, f"payload is {size} bytes, the limit is {limit}")
+        what = field.rsplit(".", 1)[-1]  # "payload", or an ack's "result"
+        super().__init__(field, f"{what} is {size} bytes, the limit is {limit}")
 
 
 # -- not found / already exists ------------------------------------------------

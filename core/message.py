@@ -127,6 +127,7 @@ class Message:
         "last_error",
         "failure_reason",
         "backoff",
+        "result",  # what the ack that settled it carried, if anything
         # (lock id, by a nack?) of the last lease a nack or a release gave
         # back, so that a retry of that settle is answered, not refused.
         "returned",
@@ -158,6 +159,7 @@ class Message:
     last_error: str | None
     failure_reason: FailureReason | None
     backoff: BackoffPolicy | None
+    result: bytes | None
     returned: tuple[str, bool] | None
     entry: object
     ttl_entry: object
@@ -199,6 +201,7 @@ class Message:
         self.last_error = None
         self.failure_reason = None
         self.backoff = backoff
+        self.result = None
         self.returned = None
         self.entry = None
         self.ttl_entry = None
@@ -231,3 +234,4 @@ class MessageView(NamedTuple):
     last_error: str | None
     failure_reason: FailureReason | None
     backoff: BackoffPolicy | None = None  # this message's own retry delays
+    result: bytes | None = None  # a succeeded message's, as its ack gave it

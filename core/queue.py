@@ -21,7 +21,14 @@ from sortedcontainers import SortedDict
 
 from kokaq.core.backoff import retry_delay
 from kokaq.core.config import QueueConfig, RetryPosition
-from kokaq.core.errors import InvalidArgument, InvalidState, LockLost, MessageNotFound, QueueFull
+from kokaq.core.errors import (
+    InvalidArgument,
+    InvalidState,
+    LockLost,
+    MessageNotFound,
+    PayloadTooLarge,
+    QueueFull,
+)
 from kokaq.core.indexes import LazyHeap, OldestIndex, deadline_key
 from kokaq.core.message import FailureReason, Message, MessageState, MessageView
 from kokaq.core.results import EnqueueResult, NackOutcome, NackResult, Totals
@@ -160,6 +167,7 @@ class Queue:
                 m.last_error,
                 m.failure_reason,
                 m.backoff,
+                m.result,
             ),
         )
 
@@ -321,10 +329,15 @@ class Queue:
 
     # -- settling a lease --------------------------------------------------------
 
-    def ack_lease(self, message_id: str, lock_id: str, now: int) -> None:
-        """Ack the lease ``lock_id``. A repeated ack of the same lease succeeds
-        and changes nothing: a client that lost the first answer (a failover)
-        retries, and must not be told its lease was lost."""
+    def ack_lease(
+        self, message_id: str, lock_id: str, now: int, result: bytes | None = None
+    ) -> None:
+        """Ack the lease ``lock_id``, keeping ``result`` with the message. A
+        repeated ack of the same lease succeeds and changes nothing: a client
+        that lost the first answer (a failover) retries, and must not be told
+        its lease was lost."""
+        if result is not None:
+            self.check_result(result)
         try:
             message = self.locked(message_id, lock_id, now)
         except LockLost:
@@ -333,6 +346,13 @@ class Queue:
                 return
             raise
         self.ack(message, now)
+        message.result = result
+
+    def check_result(self, result: object, field: str = "result") -> None:
+        if type(result) is not bytes:
+            raise InvalidArgument(field, "must be bytes")
+        if len(result) > self.config.max_payload_bytes:
+            raise PayloadTooLarge(field, len(result), self.config.max_payload_bytes)
 
     def ack(self, message: Message, now: int) -> None:
         """Settle as succeeded; the caller runs ``purge_succeeded`` afterwards.

@@ -158,6 +158,7 @@ def _dump_message(m: Message) -> list[Any]:
         None if m.failure_reason is None else m.failure_reason.value,
         None if m.backoff is None else list(dataclasses.astuple(m.backoff)),
         None if m.returned is None else list(m.returned),
+        m.result,
     ]
 
 
@@ -185,7 +186,8 @@ def _load_message(fields: list[Any]) -> Message:
         failure_reason,
         backoff,
         returned,
-    ) = [*fields, None, None][:22]  # older snapshots: 20 (before backoff), 21 (before returned)
+        result,
+    ) = [*fields, None, None, None][:23]  # older: 20 (no backoff), 21 (no returned), 22 (no result)
     message = Message(
         message_id,
         payload,
@@ -210,4 +212,5 @@ def _load_message(fields: list[Any]) -> Message:
     message.last_error = last_error
     message.failure_reason = None if failure_reason is None else FailureReason(failure_reason)
     message.returned = None if returned is None else (returned[0], returned[1])
+    message.result = result
     return message
