@@ -232,8 +232,18 @@ class LockKey(NamedTuple):
     lock_id: str
 
 
-def ack(view: LockHolder) -> Call[None]:
-    return Call("Ack", cv.lock_ref(view), _none)
+def ack(view: LockHolder, result: bytes | None = None) -> Call[None]:
+    if result is None:
+        return Call("Ack", cv.lock_ref(view), _none)
+    if not isinstance(result, bytes):
+        raise InvalidArgument("result", "must be bytes")
+    return Call("AckBatch", cv.ack_of_one(cv.lock_ref(view), result), _acked_one)
+
+
+def _acked_one(response: pb.AckBatchResponse) -> None:
+    (detail,) = response.results
+    if detail.type:
+        raise cv.ack_item_error(error_from_detail(detail))
 
 
 def ack_batch(

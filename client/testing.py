@@ -26,7 +26,8 @@ from kokaq.client.transport import (
     SETTLE_MANY,
 )
 from kokaq.core import Engine, FailedPrecondition, InvalidArgument, KokaqError, NotFound
-from kokaq.protocol.errors import error_detail
+from kokaq.protocol import convert as cv
+from kokaq.protocol.errors import error_detail, error_from_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.committer import new_ids
 from kokaq.server.operations import OPERATIONS, ids_needed, state_digest
@@ -49,8 +50,15 @@ class InProcessTransport:
     def _settle(self, item: pb.SettleRequest) -> str:
         """A worker's settle, as the node's Workers service runs it."""
         outcome = item.WhichOneof("outcome")
+        if item.result and outcome != "ack":
+            raise InvalidArgument("result", "goes with an ack only")
         if outcome == "ack":
-            self._call("Ack", item.ack)
+            if not item.result:
+                self._call("Ack", item.ack)
+                return "acked"
+            (detail,) = self._call("AckBatch", cv.ack_of_one(item.ack, item.result)).results
+            if detail.type:
+                raise cv.ack_item_error(error_from_detail(detail))
             return "acked"
         if outcome == "nack":
             return str(self._call("Nack", item.nack).outcome)

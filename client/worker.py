@@ -16,10 +16,13 @@ next job at once: the settle travels in the background (in batches), so up to
 Jobs and settles share one ``Workers.Work`` stream (with a node that has no
 Work, a ``Lease`` stream and ``SettleMany`` calls).
 While a handler runs, its lease is refreshed every third of the visibility
-timeout, so a long job keeps it. A handler that returns acks the job; one
-that raises nacks it with ``"Type: message"`` as the job's ``last_error``
-(the queue's backoff decides when it runs again, and its max deliveries when
-it goes to the dead-letter queue). A job whose type has no handler is nacked
+timeout, so a long job keeps it. A handler that returns acks the job, with
+what it returned as the job's result (bytes as they are, anything else as
+JSON; None: no result; a value JSON cannot hold, or one larger than the
+queue's max payload, fails the job instead); one that raises nacks it with
+``"Type: message"`` as the job's ``last_error`` (the queue's backoff decides
+when it runs again, and its max deliveries when it goes to the dead-letter
+queue). A job whose type has no handler is nacked
 the same way. A handler that runs past its timeout (``job_timeout``, or the
 handler's own ``timeout``) is nacked with the reason ``handler_timeout``: an
 ``async def`` handler is cancelled; a plain function cannot be stopped, so
@@ -71,7 +74,7 @@ from kokaq.core import (
 )
 from kokaq.protocol import convert as cv
 from kokaq.protocol.errors import error_from_detail
-from kokaq.protocol.jobs import job_payload
+from kokaq.protocol.jobs import job_payload, job_result
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
 __all__ = ["Handler", "Job", "Worker", "WorkerTransport"]
@@ -110,6 +113,13 @@ Handler = Callable[[Job], Any]
 def job_of(message: MessageView) -> Job:
     job_type = message.headers.type if message.headers else None
     return Job(message.id, job_type, job_payload(message), message.deliveries, message)
+
+
+def _result_of(returned: Any) -> bytes | None:
+    try:
+        return job_result(returned)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"the handler's result is not JSON: {error}") from None
 
 
 def _check_timeout(field: str, seconds: float | None) -> None:
@@ -202,13 +212,13 @@ async def _run_handler(
     handler: Handler,
     job: Job,
     threads: list[asyncio.Future[Any]] | None = None,
-) -> None:
-    """Run ``handler`` on ``job``: an ``async def`` in the loop, a plain
-    function on a handler thread. Given ``threads``, the thread's future goes
-    there and is awaited shielded: a timeout stops the wait, not the future."""
+) -> Any:
+    """Run ``handler`` on ``job`` and answer what it returned: an ``async
+    def`` in the loop, a plain function on a handler thread. Given
+    ``threads``, the thread's future goes there and is awaited shielded: a
+    timeout stops the wait, not the future."""
     if inspect.iscoroutinefunction(handler):
-        await handler(job)
-        return
+        return await handler(job)
     thread = pool.run(handler, job)
     if threads is None:
         result = await thread
@@ -216,7 +226,8 @@ async def _run_handler(
         threads.append(thread)
         result = await asyncio.shield(thread)
     if inspect.isawaitable(result):
-        await result
+        result = await result
+    return result
 
 
 class _Lease:
@@ -691,6 +702,7 @@ class Worker:
         lease_ms = max(1_000, left_ms)
         self._leases[message.id] = _Lease(message, lease_ms, time.monotonic() + lease_ms / 3000)
         error: BaseException | None = None
+        result: bytes | None = None
         reason = FailureReason.PROCESSING_ERROR
         limit = None if timeout is None else asyncio.timeout(timeout)
         threads: list[asyncio.Future[Any]] = []  # a plain function's, if it ran
@@ -699,10 +711,11 @@ class Worker:
                 reason = FailureReason.UNAUTHORIZED_HANDLER
                 raise LookupError(f"no handler for job type {job.type!r} on {self.worker_id}")
             if limit is None:  # the common case, without a timeout's cost
-                await _run_handler(pool, handler, job)
+                returned = await _run_handler(pool, handler, job)
             else:
                 async with limit:
-                    await _run_handler(pool, handler, job, threads)
+                    returned = await _run_handler(pool, handler, job, threads)
+            result = None if returned is None else _result_of(returned)
         except Exception as failure:  # the handler's failure is the job's, not ours
             error = failure
         finally:
@@ -711,18 +724,11 @@ class Worker:
             reason = FailureReason.HANDLER_TIMEOUT
             error = TimeoutError(f"handler ran past its {timeout:g} s timeout")
             log.warning("job %s: %s", message.id, error)
-        lock = cv.lock_ref(message)
         if error is None:
-            settle = pb.SettleRequest(session_id=session, ack=lock)
+            settle = pb.SettleRequest(session_id=session, ack=cv.lock_ref(message), result=result)
+            self._settle(settle, message)  # the runner takes its next job meanwhile
         else:
-            self.failed += 1
-            nack = pb.NackRequest(
-                lock=lock,
-                reason=cv.failure_reason_to_proto(reason),
-                error=error_summary(error),
-            )
-            settle = pb.SettleRequest(session_id=session, nack=nack)
-        self._settle(settle, message)  # the runner takes its next job meanwhile
+            self._fail(session, message, reason, error_summary(error))
         return next((thread for thread in threads if not thread.done()), None)
 
     async def _heartbeats(self, transport: WorkerTransport) -> None:
@@ -746,16 +752,30 @@ class Worker:
         except KokaqError as error:
             log.warning("job %s: lease refresh failed: %s", message.id, error.message)
 
+    def _fail(self, session: str, message: MessageView, reason: FailureReason, error: str) -> None:
+        self.failed += 1
+        nack = pb.NackRequest(
+            lock=cv.lock_ref(message), reason=cv.failure_reason_to_proto(reason), error=error
+        )
+        self._settle(pb.SettleRequest(session_id=session, nack=nack), message)
+
     def _settle(self, settle: pb.SettleRequest, message: MessageView) -> asyncio.Future[str]:
         """Send a settle in the background; its answer is counted or logged."""
         future = self._settler.settle(settle)
-        future.add_done_callback(functools.partial(self._settled, message))
+        future.add_done_callback(functools.partial(self._settled, settle, message))
         return future
 
-    def _settled(self, message: MessageView, future: asyncio.Future[str]) -> None:
+    def _settled(
+        self, settle: pb.SettleRequest, message: MessageView, future: asyncio.Future[str]
+    ) -> None:
         error = future.exception()
         if error is None:
             self.processed += 1
+        elif isinstance(error, InvalidArgument) and error.field == "result":
+            # The node kept the lease and refused the result (too large, say):
+            # the job failed, and says why.
+            reason = FailureReason.PROCESSING_ERROR
+            self._fail(settle.session_id, message, reason, f"result refused: {error.message}")
         elif isinstance(error, LockLost):
             log.warning("job %s was settled or its lease ran out before the answer", message.id)
         else:

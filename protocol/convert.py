@@ -19,7 +19,9 @@ from kokaq.core import (
     EnqueueResult,
     FailureReason,
     Headers,
+    InvalidArgument,
     KeyShare,
+    KokaqError,
     MessageFilter,
     MessageSpec,
     MessageState,
@@ -35,6 +37,8 @@ from kokaq.protocol.v1 import kokaq_pb2 as pb
 
 __all__ = [
     "LockHolder",
+    "ack_item_error",
+    "ack_of_one",
     "dict_to_message",
     "enqueue_result_from_proto",
     "enqueue_result_to_proto",
@@ -330,6 +334,7 @@ def message_to_proto(view: MessageView) -> pb.Message:
         last_error=view.last_error,
         failure_reason=failure_reason_to_proto(view.failure_reason),
         backoff=backoff_to_proto(view.backoff),
+        result=view.result,
     )
 
 
@@ -359,6 +364,7 @@ def message_from_proto(message: pb.Message) -> MessageView:
             failure_reason_from_proto(message.failure_reason) if message.failure_reason else None
         ),
         backoff=backoff_from_proto(message),
+        result=_optional(message, "result"),
     )
 
 
@@ -432,3 +438,21 @@ def lock_ref(view: LockHolder) -> pb.LockRef:
     return pb.LockRef(
         namespace=view.namespace, queue=view.queue, message_id=view.id, lock_id=view.lock_id or ""
     )
+
+
+def ack_of_one(lock: pb.LockRef, result: bytes) -> pb.AckBatchRequest:
+    """An ack with a result as an AckBatch of one (``Ack`` takes a LockRef,
+    which has no room for one)."""
+    batch = pb.AckBatchRequest(namespace=lock.namespace, queue=lock.queue)
+    batch.items.add(message_id=lock.message_id, lock_id=lock.lock_id, result=result)
+    return batch
+
+
+def ack_item_error(error: KokaqError) -> KokaqError:
+    """An AckBatch item's error as its ack's own: ``items[3].result`` is the
+    ack's ``result``."""
+    if not isinstance(error, InvalidArgument) or not error.field.startswith("items["):
+        return error
+    details = error.details()
+    details["field"] = error.field.partition(".")[2] or "lock"
+    return type(error)(**details)

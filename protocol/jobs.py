@@ -36,9 +36,11 @@ __all__ = [
     "iso",
     "job_json",
     "job_payload",
+    "job_result",
     "job_spec",
     "job_status",
     "payload_fields",
+    "result_fields",
     "to_ms",
 ]
 
@@ -114,6 +116,17 @@ def job_spec(
     )
 
 
+def job_result(value: Any) -> bytes | None:
+    """What a handler returned, as the bytes its ack carries: bytes as they
+    are, anything else as JSON (None: no result). Raises TypeError or
+    ValueError for a value JSON cannot hold."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
 def job_status(view: MessageView) -> str:
     state = view.state
     if state is MessageState.READY:
@@ -166,6 +179,25 @@ def payload_fields(view: MessageView, decode_json: bool) -> dict[str, Any]:
     return out
 
 
+def result_fields(view: MessageView, decode_json: bool) -> dict[str, Any]:
+    """A succeeded message's result for JSON. Jobs (``decode_json``): its JSON
+    value as ``result``, or ``result_base64`` when it is not JSON. Messages:
+    base64 and, when it is UTF-8, text, as their payloads."""
+    result = view.result
+    if result is None:
+        return {"result": None, "result_base64": None}
+    if decode_json:
+        try:
+            return {"result": json.loads(result), "result_base64": None}
+        except ValueError:
+            return {"result": None, "result_base64": base64.b64encode(result).decode()}
+    try:
+        text: str | None = result.decode()
+    except UnicodeDecodeError:
+        text = None
+    return {"result": text, "result_base64": base64.b64encode(result).decode()}
+
+
 def _retry_backoff(policy: BackoffPolicy) -> dict[str, float]:
     return {
         "base_seconds": policy.base_ms / 1000,
@@ -197,4 +229,5 @@ def job_json(view: MessageView) -> dict[str, Any]:
         "lease_expires_at": iso(view.lock_deadline),
         "retry_backoff": None if view.backoff is None else _retry_backoff(view.backoff),
         **payload_fields(view, decode_json=True),
+        **result_fields(view, decode_json=True),
     }

@@ -124,12 +124,15 @@ def submit(
 def _show(job: dict[str, Any]) -> None:
     width = max(len(key) for key in job)
     for key, value in job.items():
-        if key in ("payload", "payload_base64"):
+        if key in ("payload", "payload_base64", "result", "result_base64"):
             continue
         click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
-    payload = job.get("payload")
-    click.echo("payload:")
-    click.echo(json.dumps(payload, indent=2, ensure_ascii=False) if payload is not None else "-")
+    for name in ("payload", "result"):
+        value = job.get(name)
+        if value is None:
+            value = job.get(f"{name}_base64")  # not JSON: its base64
+        click.echo(f"{name}:")
+        click.echo(json.dumps(value, indent=2, ensure_ascii=False) if value is not None else "-")
 
 
 @jobs.command("get", epilog="Example: kokaq jobs get 3f2a… --json")

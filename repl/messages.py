@@ -148,7 +148,7 @@ def get_message(session: Session, queue: str, message_id: str) -> None:
 def _field_text(key: str, value: Any) -> Any:
     if key in ("created_at", "updated_at", "visible_at", "expires_at", "lock_deadline"):
         return readable_time(value)
-    if key == "payload":
+    if key in ("payload", "result") and value is not None:
         return pretty_payload(value)
     if isinstance(value, FailureReason | MessageState):
         return value.value
@@ -172,12 +172,19 @@ def _lease_command(function: Any) -> Any:
     return function
 
 
-@click.command(epilog="Example: kokaq ack orders MESSAGE_ID LOCK_ID")
+@click.command(
+    epilog="""\b
+Examples:
+  kokaq ack orders MESSAGE_ID LOCK_ID
+  kokaq ack orders MESSAGE_ID LOCK_ID --result '{"invoice": 42}'"""
+)
 @_lease_command
+@click.option("--result", help="Kept with the message while it is retained (UTF-8 text).")
 @client_command
-def ack(session: Session, queue: str, message_id: str, lock_id: str) -> None:
+def ack(session: Session, queue: str, message_id: str, lock_id: str, result: str | None) -> None:
     """Acknowledge a leased message: it is done."""
-    session.client.run(calls.ack(_lease(session, queue, message_id, lock_id)))
+    outcome = None if result is None else result.encode()
+    session.client.run(calls.ack(_lease(session, queue, message_id, lock_id), outcome))
     emit(session, {"acked": message_id}, lambda: click.echo(f"acked {message_id}"))
 
 

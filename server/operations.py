@@ -138,8 +138,13 @@ def _peeked(views: Any) -> pb.PeekResponse:
 def _ack_batch(engine: Engine, r: pb.AckBatchRequest, now: int, ids: Sequence[str]) -> Any:
     if not 1 <= len(r.items) <= MAX_BATCH:
         raise InvalidArgument("items", f"must hold 1 to {MAX_BATCH} items")
-    pairs = [(item.message_id, item.lock_id) for item in r.items]
-    return engine.ack_batch(r.namespace, r.queue, pairs, now=now)
+    items = [
+        (item.message_id, item.lock_id, item.result)
+        if item.result
+        else (item.message_id, item.lock_id)
+        for item in r.items
+    ]
+    return engine.ack_batch(r.namespace, r.queue, items, now=now)
 
 
 def _acked(results: list[KokaqError | None]) -> pb.AckBatchResponse:

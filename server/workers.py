@@ -605,9 +605,10 @@ class WorkerSessions:
         async def ack_group(namespace: str, queue: str, indexes: list[int]) -> None:
             batch = pb.AckBatchRequest(namespace=namespace, queue=queue)
             for index in indexes:
-                batch.items.add(
-                    message_id=items[index].ack.message_id, lock_id=items[index].ack.lock_id
-                )
+                item = items[index]
+                added = batch.items.add(message_id=item.ack.message_id, lock_id=item.ack.lock_id)
+                if item.result:
+                    added.result = item.result
             try:
                 errors = await self._gateway.run("AckBatch", batch, key)
             except Unavailable as failure:
@@ -616,7 +617,7 @@ class WorkerSessions:
             except KokaqError as failure:
                 errors = [failure] * len(indexes)
             for index, found in zip(indexes, errors, strict=True):
-                _record(results[index], "acked", found)
+                _record(results[index], "acked", found and cv.ack_item_error(found))
 
         async def one(index: int) -> None:
             try:
@@ -639,8 +640,16 @@ class WorkerSessions:
 
     async def _settle(self, request: pb.SettleRequest, key: str | None) -> str:
         outcome = request.WhichOneof("outcome")
+        if request.result and outcome != "ack":
+            raise InvalidArgument("result", "goes with an ack only")
         if outcome == "ack":
-            await self._gateway.run("Ack", request.ack, key)
+            if not request.result:
+                await self._gateway.run("Ack", request.ack, key)
+                return "acked"
+            batch = cv.ack_of_one(request.ack, request.result)
+            (error,) = await self._gateway.run("AckBatch", batch, key)
+            if error is not None:
+                raise cv.ack_item_error(error)
             return "acked"
         if outcome == "nack":
             return str((await self._gateway.run("Nack", request.nack, key)).outcome)

@@ -276,8 +276,10 @@ class AsyncLeased:
     def lock_deadline(self) -> int | None:
         return self.message.lock_deadline
 
-    async def ack(self) -> None:
-        await self.client.run(calls.ack(self.message))
+    async def ack(self, result: bytes | None = None) -> None:
+        """Done: kept as succeeded for the queue's retention, with ``result``
+        (at most the queue's max payload) if given."""
+        await self.client.run(calls.ack(self.message, result))
 
     async def nack(
         self,

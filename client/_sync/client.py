@@ -273,8 +273,10 @@ class Leased:
     def lock_deadline(self) -> int | None:
         return self.message.lock_deadline
 
-    def ack(self) -> None:
-        self.client.run(calls.ack(self.message))
+    def ack(self, result: bytes | None = None) -> None:
+        """Done: kept as succeeded for the queue's retention, with ``result``
+        (at most the queue's max payload) if given."""
+        self.client.run(calls.ack(self.message, result))
 
     def nack(
         self,

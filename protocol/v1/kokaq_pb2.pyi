@@ -266,6 +266,7 @@ class Message(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
     BACKOFF_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     namespace: _builtins.str
     queue: _builtins.str
@@ -286,6 +287,8 @@ class Message(_message.Message):
     """the lock expiry"""
     last_error: _builtins.str
     failure_reason: Global___FailureReason.ValueType
+    result: _builtins.bytes
+    """a succeeded message's, as its ack gave it"""
     @_builtins.property
     def headers(self) -> Global___Headers: ...
     @_builtins.property
@@ -316,10 +319,11 @@ class Message(_message.Message):
         last_error: _builtins.str | None = ...,
         failure_reason: Global___FailureReason.ValueType = ...,
         backoff: Global___BackoffPolicy | None = ...,
+        result: _builtins.bytes | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "backoff", b"backoff", "dedup_key", b"dedup_key", "expires_at", b"expires_at", "fairness_key", b"fairness_key", "headers", b"headers", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "_result", b"_result", "backoff", b"backoff", "dedup_key", b"dedup_key", "expires_at", b"expires_at", "fairness_key", b"fairness_key", "headers", b"headers", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "backoff", b"backoff", "cost", b"cost", "created_at", b"created_at", "dedup_key", b"dedup_key", "deliveries", b"deliveries", "expires_at", b"expires_at", "failure_reason", b"failure_reason", "fairness_key", b"fairness_key", "headers", b"headers", "id", b"id", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries", "namespace", b"namespace", "payload", b"payload", "priority", b"priority", "queue", b"queue", "state", b"state", "updated_at", b"updated_at", "visible_at", b"visible_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "_result", b"_result", "backoff", b"backoff", "cost", b"cost", "created_at", b"created_at", "dedup_key", b"dedup_key", "deliveries", b"deliveries", "expires_at", b"expires_at", "failure_reason", b"failure_reason", "fairness_key", b"fairness_key", "headers", b"headers", "id", b"id", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries", "namespace", b"namespace", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "state", b"state", "updated_at", b"updated_at", "visible_at", b"visible_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dedup_key: _TypeAlias = _typing.Literal["dedup_key"]  # noqa: Y015
     _WhichOneofArgType__dedup_key: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key"]  # noqa: Y015
@@ -335,6 +339,8 @@ class Message(_message.Message):
     _WhichOneofArgType__lock_id: _TypeAlias = _typing.Literal["_lock_id", b"_lock_id"]  # noqa: Y015
     _WhichOneofReturnType__max_deliveries: _TypeAlias = _typing.Literal["max_deliveries"]  # noqa: Y015
     _WhichOneofArgType__max_deliveries: _TypeAlias = _typing.Literal["_max_deliveries", b"_max_deliveries"]  # noqa: Y015
+    _WhichOneofReturnType__result: _TypeAlias = _typing.Literal["result"]  # noqa: Y015
+    _WhichOneofArgType__result: _TypeAlias = _typing.Literal["_result", b"_result"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__dedup_key) -> _WhichOneofReturnType__dedup_key | None: ...
     @_typing.overload
@@ -349,6 +355,8 @@ class Message(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__lock_id) -> _WhichOneofReturnType__lock_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_deliveries) -> _WhichOneofReturnType__max_deliveries | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__result) -> _WhichOneofReturnType__result | None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
 
@@ -1087,19 +1095,27 @@ class AckBatchItem(_message.Message):
 
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     LOCK_ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     lock_id: _builtins.str
+    result: _builtins.bytes
+    """Kept with the succeeded message for its retention (a job's outcome);
+    at most the queue's max_payload_bytes. Empty means none.
+    """
     def __init__(
         self,
         *,
         message_id: _builtins.str = ...,
         lock_id: _builtins.str = ...,
+        result: _builtins.bytes | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_result", b"_result", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lock_id", b"lock_id", "message_id", b"message_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_result", b"_result", "lock_id", b"lock_id", "message_id", b"message_id", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__result: _TypeAlias = _typing.Literal["result"]  # noqa: Y015
+    _WhichOneofArgType__result: _TypeAlias = _typing.Literal["_result", b"_result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__result) -> _WhichOneofReturnType__result | None: ...
 
 Global___AckBatchItem: _TypeAlias = AckBatchItem  # noqa: Y015
 
@@ -2178,7 +2194,10 @@ class SettleRequest(_message.Message):
     ACK_FIELD_NUMBER: _builtins.int
     NACK_FIELD_NUMBER: _builtins.int
     RELEASE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
+    result: _builtins.bytes
+    """with ack: the job's result, as AckBatchItem.result"""
     @_builtins.property
     def ack(self) -> Global___LockRef: ...
     @_builtins.property
@@ -2194,13 +2213,19 @@ class SettleRequest(_message.Message):
         ack: Global___LockRef | None = ...,
         nack: Global___NackRequest | None = ...,
         release: Global___ReleaseRequest | None = ...,
+        result: _builtins.bytes | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "nack", b"nack", "outcome", b"outcome", "release", b"release"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_result", b"_result", "ack", b"ack", "nack", b"nack", "outcome", b"outcome", "release", b"release", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "nack", b"nack", "outcome", b"outcome", "release", b"release", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_result", b"_result", "ack", b"ack", "nack", b"nack", "outcome", b"outcome", "release", b"release", "result", b"result", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__result: _TypeAlias = _typing.Literal["result"]  # noqa: Y015
+    _WhichOneofArgType__result: _TypeAlias = _typing.Literal["_result", b"_result"]  # noqa: Y015
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["ack", "nack", "release"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__result) -> _WhichOneofReturnType__result | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___SettleRequest: _TypeAlias = SettleRequest  # noqa: Y015

@@ -128,6 +128,8 @@ class Job(BaseModel):
     retry_backoff: dict[str, float] | None = None
     payload: JsonValue = None
     payload_base64: str | None = None
+    result: JsonValue = None  # what the handler returned (succeeded jobs)
+    result_base64: str | None = None  # a result that is not JSON
 
 
 class JobList(BaseModel):

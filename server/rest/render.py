@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from kokaq.core import MessageView
-from kokaq.protocol.jobs import payload_fields
+from kokaq.protocol.jobs import payload_fields, result_fields
 
 __all__ = ["message_json"]
 
@@ -47,4 +47,5 @@ def message_json(view: MessageView) -> dict[str, Any]:
         "failure_reason": None if view.failure_reason is None else str(view.failure_reason),
         "backoff": None if view.backoff is None else dataclasses.asdict(view.backoff),
         **payload_fields(view, decode_json=False),
+        **result_fields(view, decode_json=False),
     }

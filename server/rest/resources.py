@@ -259,16 +259,10 @@ class MessageIn(BaseModel):
     def spec(self, field: str) -> MessageSpec:
         if (self.payload is None) == (self.payload_base64 is None):
             raise InvalidArgument(field, "give payload or payload_base64 (one of them)")
-        if self.payload_base64 is not None:
-            try:
-                payload = base64.b64decode(self.payload_base64, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidArgument(f"{field}.payload_base64", "is not base64") from None
-        else:
-            payload = (self.payload or "").encode()
+        payload = _bytes_of(self.payload, self.payload_base64, f"{field}.payload")
         h = self.headers
         return MessageSpec(
-            payload=payload,
+            payload=payload or b"",
             priority=self.priority,
             headers=None if h is None else Headers(**h.model_dump()),
             delay_ms=self.delay_ms,
@@ -361,9 +355,27 @@ async def get_message(
     return message_json(await caller.run("GetMessage", request))
 
 
+def _bytes_of(text: str | None, encoded: str | None, field: str) -> bytes | None:
+    """Bytes given as text (sent as UTF-8) or as base64 (``{field}_base64``);
+    None if neither."""
+    if text is not None and encoded is not None:
+        raise InvalidArgument(field, f"give {field} or {field}_base64, not both")
+    if encoded is None:
+        return None if text is None else text.encode()
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(f"{field}_base64", "is not base64") from None
+
+
 class LockIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lock_id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class AckIn(LockIn):
+    result: str | None = Field(None, description="kept with the message: text, sent as UTF-8")
+    result_base64: str | None = Field(None, description="bytes; instead of result")
 
 
 class NackIn(LockIn):
@@ -395,10 +407,17 @@ async def ack(
     namespace: NamespaceName,
     queue: QueueName,
     message_id: MessageId,
-    body: LockIn,
+    body: AckIn,
     caller: CallerDep,
 ) -> Any:
-    await caller.run("Ack", _lock(namespace, queue, message_id, body))
+    """The message is kept as succeeded for the queue's retention, with the
+    result if one is given (at most the queue's max payload)."""
+    lock = _lock(namespace, queue, message_id, body)
+    result = _bytes_of(body.result, body.result_base64, "result")
+    if not result:
+        await caller.run("Ack", lock)
+    elif (error := (await caller.run("AckBatch", cv.ack_of_one(lock, result)))[0]) is not None:
+        raise cv.ack_item_error(error)
     return {"acked": True}
 
 

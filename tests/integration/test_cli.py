@@ -135,9 +135,11 @@ def test_message_lifecycle(kokaq: Kokaq, tmp_path: Path) -> None:
     assert nacked["outcome"] == "requeued"
     (job,) = kokaq.json("dequeue", "jobs")
     assert job["deliveries"] == 3 - 1 and job["last_error"] == "smtp down"
-    assert "ack" not in kokaq("ack", "jobs", job["id"], job["lock_id"]).stderr
+    acked = kokaq("ack", "jobs", job["id"], job["lock_id"], "--result", '{"sent": true}')
+    assert "ack" not in acked.stderr
     got = kokaq("get", "jobs", job["id"]).stdout
     assert "state: succeeded" in got and "last_error: smtp down" in got
+    assert 'result: {\n  "sent": true\n}' in got
 
     leased = kokaq("dequeue", "jobs", "--count", "5").stdout.splitlines()
     assert leased[0].split()[4:6] == ["LOCK_ID", "LOCK_DEADLINE"] and len(leased) == 3
@@ -249,6 +251,7 @@ def test_jobs(kokaq: Kokaq) -> None:
     assert job["payload"] == {"to": "a@example.com"}
     shown = kokaq("jobs", "get", job_id).stdout
     assert "status" in shown and '"to": "a@example.com"' in shown
+    assert shown.endswith("result:\n-\n")  # none yet
     kokaq("jobs", "submit", "report", "-q", "mail", "--delay", "1h")
     again = kokaq.json("jobs", "submit", "report", "-q", "mail", "--idempotency-key", "k1")
     assert kokaq.json("jobs", "submit", "other", "-q", "mail", "--idempotency-key", "k1") == {

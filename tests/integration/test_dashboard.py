@@ -142,6 +142,32 @@ def test_dashboard_shows_jobs_and_redrives_dead_ones(
     assert errors == []
 
 
+def test_dashboard_job_detail_shows_the_result(
+    browser: Browser, node: NodeProcess, http: httpx.Client
+) -> None:
+    errors: list[str] = []
+    queue = f"dash-{uuid.uuid4().hex[:6]}"
+    done, waiting = submit(http, queue=queue), submit(http, queue=queue)
+    leased = http.post(f"/v1/namespaces/default/queues/{queue}/dequeue", json={}).json()
+    (message,) = leased["messages"]
+    assert message["id"] == done
+    acked = http.post(
+        f"/v1/namespaces/default/queues/{queue}/messages/{done}/ack",
+        json={"lock_id": message["lock_id"], "result": '{"delivered": true}'},
+    )
+    assert acked.status_code == 200, acked.text
+    page = open_dashboard(browser, node, errors)
+    page.click("#tabs button[data-tab=jobs]")
+    page.click(f'#jobs-table tr[data-job-id="{waiting}"]', timeout=3_000)
+    page.wait_for_selector("#job-detail:not([hidden])")
+    expect(page.locator("#job-result-box")).to_be_hidden()  # no result yet
+    page.click(f'#jobs-table tr[data-job-id="{done}"]')
+    expect(page.locator("#job-id")).to_have_text(done)
+    expect(page.locator("#job-result")).to_contain_text('"delivered": true')
+    page.close()
+    assert errors == []
+
+
 def test_dashboard_lists_connected_workers(
     browser: Browser, node: NodeProcess, http: httpx.Client, tmp_path: Path
 ) -> None:

@@ -116,6 +116,44 @@ def test_job_succeeds_after_a_worker_acks(http: httpx.Client) -> None:
     assert settle(http, message, "ack").json() == {"acked": True}
     job = http.get(f"/v1/jobs/{job_id}").json()
     assert (job["status"], job["attempts"], job["queue"]) == ("succeeded", 1, queue)
+    assert (job["result"], job["result_base64"]) == (None, None)  # acked without one
+
+
+def test_an_ack_s_result_shows_on_the_job_and_the_message(http: httpx.Client) -> None:
+    queue = queue_name()
+    http.post(
+        "/v1/namespaces/default/queues", json={"name": queue, "config": {"max_payload_bytes": 32}}
+    )
+    ids = [submit(http, queue=queue)["id"] for _ in range(3)]
+    leased = [lease(http, queue) for _ in ids]
+    # Bad results are refused, naming the field, and the lease is kept.
+    for body, status, field in (
+        ({"result": "a", "result_base64": "YQ=="}, 400, "result"),
+        ({"result_base64": "not base64!"}, 400, "result_base64"),
+        ({"result": "x" * 33}, 413, "result"),
+        ({"result": 7}, 400, "result"),
+    ):
+        refused = error_of(settle(http, leased[0], "ack", **body), status)
+        assert refused["field"] == field, refused
+    assert http.get(f"/v1/jobs/{ids[0]}").json()["status"] == "leased"
+
+    assert settle(http, leased[0], "ack", result='{"sent": 2}').json() == {"acked": True}
+    raw = base64.b64encode(b"\xff\x00").decode()
+    assert settle(http, leased[1], "ack", result_base64=raw).json() == {"acked": True}
+    assert settle(http, leased[2], "ack", result="plain words").json() == {"acked": True}
+    jobs = [http.get(f"/v1/jobs/{i}").json() for i in ids]
+    assert [(j["status"], j["result"], j["result_base64"]) for j in jobs] == [
+        ("succeeded", {"sent": 2}, None),  # JSON: its value
+        ("succeeded", None, raw),  # not JSON: base64
+        ("succeeded", None, base64.b64encode(b"plain words").decode()),
+    ]
+    base = f"/v1/namespaces/default/queues/{queue}/messages"
+    messages = [http.get(f"{base}/{i}").json() for i in ids]
+    assert [(m["result"], m["result_base64"]) for m in messages] == [
+        ('{"sent": 2}', base64.b64encode(b'{"sent": 2}').decode()),
+        (None, raw),  # not UTF-8: base64 only
+        ("plain words", base64.b64encode(b"plain words").decode()),
+    ]
 
 
 def test_a_failed_job_retries_with_goquorra_backoff_then_dies(http: httpx.Client) -> None:

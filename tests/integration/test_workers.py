@@ -112,6 +112,14 @@ def test_a_long_handler_keeps_its_lease_by_heartbeats(http: httpx.Client, worker
     assert len(workers.lines("start")) == 1 and len(workers.lines("end")) == 1
 
 
+def test_what_a_handler_returns_is_the_job_s_result(http: httpx.Client, workers: Workers) -> None:
+    queue = make_queue(http)
+    job_id = submit(http, queue, "answer", {"to": "a@example.com"})
+    workers.start(queue)
+    wait_until(lambda: job(http, job_id)["status"] == "succeeded", timeout=30)
+    assert job(http, job_id)["result"] == {"echo": {"to": "a@example.com"}, "attempt": 1}
+
+
 def test_handlers_past_their_timeout_are_nacked_as_handler_timeout(
     http: httpx.Client, workers: Workers
 ) -> None:
@@ -488,7 +496,7 @@ def test_work_stream_settles_on_the_stream_and_ends_cleanly(
     """Jobs come as on Lease; settles sent on the stream are answered on it
     (by settle_id) and give the credit back; ``end`` stops the leasing but
     not the answers; closing the worker's side ends the stream with OK."""
-    queue = make_queue(http, visibility_timeout_ms=60_000)
+    queue = make_queue(http, visibility_timeout_ms=60_000, max_payload_bytes=64)
     with WorkStream(node, work_lease(queue, credit=2)) as stream:
         assert next(stream.events).session_id
         ids = [submit(http, queue, "ok", n) for n in range(3)]
@@ -496,7 +504,13 @@ def test_work_stream_settles_on_the_stream_and_ends_cleanly(
         time.sleep(0.3)  # time enough for a third, were the credit not full
         assert statuses(http, ids) == {"leased": 2, "pending": 1}
 
-        stream.send(pb.WorkRequest(settle_id=7, settles=[pb.SettleRequest(ack=lock_of(held[0]))]))
+        too_big = pb.SettleRequest(ack=lock_of(held[0]), result=b"x" * 65)
+        stream.send(pb.WorkRequest(settle_id=6, settles=[too_big]))
+        (refused,) = answer(stream.until(lambda seen: answer(seen, 6) is not None), 6) or []
+        assert refused.error.type == "PayloadTooLarge"
+        assert json.loads(refused.error.details_json)["field"] == "result"  # the settle's field
+        with_result = pb.SettleRequest(ack=lock_of(held[0]), result=b'{"n": 1}')
+        stream.send(pb.WorkRequest(settle_id=7, settles=[with_result]))
         seen = stream.until(lambda seen: answer(seen, 7) is not None and jobs_in(seen))
         assert [o.outcome for o in answer(seen, 7) or []] == ["acked"]
         (third,) = jobs_in(seen)  # the credit came back
@@ -515,6 +529,7 @@ def test_work_stream_settles_on_the_stream_and_ends_cleanly(
         assert list(stream.events) == []  # ends cleanly (a failure would raise)
     assert statuses(http, [*ids, later]) == {"succeeded": 1, "pending": 3}
     assert job(http, held[1].id)["last_error"] == "boom"
+    assert job(http, held[0].id)["result"] == {"n": 1}
 
 
 def work_calls(http: httpx.Client, code: str) -> float:
@@ -560,10 +575,16 @@ def test_work_stream_refuses_bad_input(node: NodeProcess, http: httpx.Client) ->
     # A settle that fails alone is answered with its error, and the stream goes on.
     with WorkStream(node, lease) as stream:
         assert next(stream.events).session_id
-        stream.send(pb.WorkRequest(settle_id=1, settles=[ack, pb.SettleRequest()]))
+        release = pb.SettleRequest(release=pb.ReleaseRequest(lock=stale), result=b"1")
+        stream.send(pb.WorkRequest(settle_id=1, settles=[ack, pb.SettleRequest(), release]))
         outcomes = answer(stream.until(lambda seen: answer(seen, 1) is not None), 1) or []
-        assert [o.error.type for o in outcomes] == ["LockLost", "InvalidArgument"]
-        assert json.loads(outcomes[1].error.details_json)["field"] == "outcome"
+        assert [o.error.type for o in outcomes] == [
+            "LockLost",
+            "InvalidArgument",
+            "InvalidArgument",
+        ]
+        fields = [json.loads(o.error.details_json)["field"] for o in outcomes[1:]]
+        assert fields == ["outcome", "result"]  # a result goes with an ack only
         submit(http, queue, "ok")
         assert len(jobs_in(stream.until(jobs_in))) == 1
     # Each refused stream is counted, by its status.

@@ -45,6 +45,11 @@ async def slow(job):
     record("end", job.id, job.queue, job.attempts, time.time())
 
 
+@worker.handler("answer")
+def answer(job):
+    return {"echo": job.payload, "attempt": job.attempts}
+
+
 @worker.handler("hang", timeout=0.5)
 def hang(job):
     record("start", job.id, job.queue, job.attempts, time.time())

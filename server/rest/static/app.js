@@ -255,6 +255,9 @@ async function showJob(id, quiet = false) {
       "lease_expires_at", "expires_at"];
     $("#job-fields").replaceChildren(...fields.flatMap((f) => [el("dt", {}, f), el("dd", {}, job[f] === null ? "–" : String(job[f]))]));
     $("#job-payload").textContent = JSON.stringify(job.payload ?? job.payload_base64, null, 2);
+    const result = job.result ?? job.result_base64;  // base64 when it is not JSON
+    $("#job-result-box").hidden = result === null || result === undefined;
+    $("#job-result").textContent = JSON.stringify(result, null, 2);
   } catch (error) {
     if (!quiet) showError(error);
     state.job = null;

@@ -288,3 +288,76 @@ def test_timeouts_out_of_range_are_refused_naming_the_field(seconds: float) -> N
         worker.handler("t", timeout=seconds)
     assert refused.value.field == "timeout"
     assert worker.job_types == []  # nothing registered
+
+
+def test_what_a_handler_returns_is_kept_as_the_job_result() -> None:
+    transport = InProcessTransport()
+    client = Client(transport=transport)
+    client.create_namespace("default")
+    client.create_queue("default", "q", QueueConfig(max_payload_bytes=64))
+    queue = client.queue("default", "q")
+    kinds = ("json", "raw", "nothing", "unjson", "huge")
+    ids = dict(
+        zip(
+            kinds,
+            (
+                r.message_id
+                for r in queue.enqueue_many([job_spec(k, {}, max_retries=0) for k in kinds])
+            ),
+            strict=True,
+        )
+    )
+    worker = Worker(queues=["q"], concurrency=2, transport=AsyncInProcessTransport(sync=transport))
+    worker.handler("json")(lambda job: {"sent": 3, "to": ["a"]})
+    worker.handler("raw")(lambda job: b"\x00\xff")
+    worker.handler("nothing")(lambda job: None)
+
+    @worker.handler("unjson")
+    async def unjson(job: Job) -> object:
+        return {1, 2}
+
+    worker.handler("huge")(lambda job: "x" * 100)  # 102 bytes of JSON: the queue takes 64
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        await until(lambda: worker.processed == len(kinds))
+        stop.set()
+        await running
+
+    asyncio.run(run())
+    views = {kind: queue.get(job_id) for kind, job_id in ids.items()}
+    assert views["json"].result == b'{"sent":3,"to":["a"]}'
+    assert views["raw"].result == b"\x00\xff"
+    assert views["nothing"].state is MessageState.SUCCEEDED and views["nothing"].result is None
+    assert views["unjson"].state is MessageState.DEAD and views["unjson"].result is None
+    assert (views["unjson"].last_error or "").startswith(
+        "TypeError: the handler's result is not JSON: Object of type set"
+    )
+    # The node refused the result and kept the lease: the worker nacks, saying why.
+    huge = views["huge"]
+    assert (huge.state, huge.result) == (MessageState.DEAD, None)
+    assert huge.last_error == "result refused: result: result is 102 bytes, the limit is 64"
+    assert worker.failed == 2
+
+
+def test_an_sdk_ack_carries_a_result() -> None:
+    transport = InProcessTransport()
+    client = Client(transport=transport)
+    client.create_namespace("default")
+    client.create_queue("default", "q", QueueConfig(max_payload_bytes=8))
+    queue = client.queue("default", "q")
+    queue.enqueue(b"a")
+    queue.enqueue(b"b")
+    first, second = queue.dequeue(max_count=2)
+    first.ack(result=b"done")
+    assert queue.get(first.message.id).result == b"done"
+    with pytest.raises(InvalidArgument) as refused:
+        second.ack(result="text")  # type: ignore[arg-type]
+    assert refused.value.field == "result"
+    with pytest.raises(InvalidArgument) as refused:
+        second.ack(result=b"123456789")
+    assert (refused.value.field, type(refused.value).__name__) == ("result", "PayloadTooLarge")
+    assert queue.get(second.message.id).state is MessageState.LEASED  # nothing changed
+    second.ack()
+    assert queue.get(second.message.id).result is None
