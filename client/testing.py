@@ -143,7 +143,10 @@ class AsyncInProcessTransport:
                 free = int(request.credit) - len(held)
                 if free > 0:
                     dequeue.max_count = free
-                    jobs = list(self._sync.call("Dequeue", dequeue).messages)
+                    try:
+                        jobs = list(self._sync.call("Dequeue", dequeue).messages)
+                    except NotFound:  # as on a node: it waits for its queue to be made
+                        jobs = []
                     if jobs:
                         held += jobs
                         yield pb.LeaseEvent(jobs=jobs)

@@ -84,6 +84,7 @@ log = logging.getLogger("kokaq.worker")
 _FATAL = (Unauthenticated, PermissionDenied, InvalidArgument)
 _MAX_ERROR = 4000
 _MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: past that, say no limit (None)
+_STEADY_SECONDS = 1.0  # a stream that held this long was not failing at once
 _END_LEASE_SECONDS = 5.0  # a stopping worker does not wait longer for a node that is gone
 _SETTLE_ANSWER_SECONDS = 30.0  # as long as a SettleMany call may take
 
@@ -589,6 +590,7 @@ class Worker:
             self._session = ""
             work = None if lease_only else open_work
             lease_only = False  # the next stream tries Work again: the node may be upgraded
+            opened = time.monotonic()
             try:
                 if work is not None:
                     await self._work(work(), request, inbox)
@@ -604,8 +606,8 @@ class Worker:
                 error = error_of_rpc(failure)
             except KokaqError as failure:  # in process
                 error = failure
-            if self._session:  # it opened: the next one waits from the shortest delay again
-                attempt = 0
+            if self._session and time.monotonic() - opened >= _STEADY_SECONDS:
+                attempt = 0  # it opened and held: the next one waits from the shortest delay
             self._session = ""
             if isinstance(error, _FATAL):
                 raise error from None

@@ -125,6 +125,7 @@ class _Session:
         self.asked = 0  # jobs its Dequeues in flight may still bring
         self.ending = False  # EndLease: lease nothing more, send what is leased
         self.leased = 0  # jobs leased to it since it connected
+        self.missing = False  # a queue it names did not exist at its last Dequeue
         self._sweep_at = _NEVER  # no held lease ends before this (a lower bound)
 
     def describe(self) -> dict[str, Any]:
@@ -143,6 +144,7 @@ class _Session:
             "leased": self.leased,
             "connected_at_ms": self.opened_at,
             "ending": self.ending,
+            "waiting_for_queue": self.missing,
         }
 
     def end(self) -> None:
@@ -339,7 +341,11 @@ class WorkerSessions:
                         session.asked -= asked
                     if isinstance(jobs, KokaqError):
                         unsent = None  # it failed: nothing to give back
-                        raise jobs
+                        if not isinstance(jobs, NotFound):
+                            raise jobs
+                        # Proposed behind an enqueue that failed, its queue missing.
+                        self._wait_for_queue(session, jobs)
+                        continue
                     self._gateway.leased(jobs)
                     if not jobs:
                         continue  # taken by an earlier Dequeue, say
@@ -350,6 +356,11 @@ class WorkerSessions:
                         session.settled.clear()
                         await _first(session.settled, self._stopping, timeout=_RECHECK_SECONDS)
                         continue
+                    if session.missing:
+                        if not self._queues_exist(session):
+                            await self._park(session, work)  # no Dequeue (a log entry) till then
+                            continue
+                        session.missing = False
                     claim = self._claim(session, free)
                     if claim == 0:
                         await self._park(session, work)
@@ -359,6 +370,9 @@ class WorkerSessions:
                     unsent = asyncio.ensure_future(self._gateway.run_authorized("Dequeue", dequeue))
                     try:
                         jobs = await asyncio.shield(unsent)
+                    except NotFound as error:
+                        unsent, jobs = None, []
+                        self._wait_for_queue(session, error)
                     except KokaqError:
                         unsent = None
                         raise
@@ -376,6 +390,21 @@ class WorkerSessions:
             for future in [unsent] + [handoff for handoff, _ in session.handoffs]:
                 if future is not None:
                     future.add_done_callback(self._give_back_unsent)
+
+    @staticmethod
+    def _wait_for_queue(session: _Session, error: NotFound) -> None:
+        """A worker may start before the first job creates its queue (or
+        namespace): its session waits for it rather than fail."""
+        if not session.missing:
+            log.info("worker %r waits: %s", session.worker_id, error.message)
+        session.missing = True
+
+    def _queues_exist(self, session: _Session) -> bool:
+        """Whether every queue the session names exists here now (when the
+        node can tell without a Dequeue)."""
+        if self._ready_count is None:
+            return True
+        return all(self._ready_count(*queue) is not None for queue in session.serves)
 
     async def _park(self, session: _Session, work: asyncio.Event) -> None:
         """Wait for work: an applied write that may have made some ready, or

@@ -33,6 +33,7 @@ class WorkerStream(BaseModel):
     leased: int  # jobs leased to it since it connected
     connected_at_ms: int
     ending: bool  # asked to end: it takes no more jobs
+    waiting_for_queue: bool  # a queue it names does not exist (yet: the first job creates it)
 
 
 class WorkerList(BaseModel):

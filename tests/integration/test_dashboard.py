@@ -174,6 +174,8 @@ def test_dashboard_lists_connected_workers(
     errors: list[str] = []
     queue = f"dash-{uuid.uuid4().hex[:6]}"
     workers = Workers(node, tmp_path)
+    created = http.post("/v1/namespaces/default/queues", json={"name": queue})
+    assert created.status_code == 201, created.text
     try:
         process = workers.start(f"{queue}:2", "--concurrency", "2", "--worker-id", "dash-worker-1")
         page = open_dashboard(browser, node, errors)

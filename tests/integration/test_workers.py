@@ -402,14 +402,15 @@ def test_worker_rpcs_refuse_bad_input(node: NodeProcess, http: httpx.Client) -> 
                 next(iter(lease(request, timeout=5)))
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert field in str(raised.value.details())
+        # A missing queue is not an error: the stream waits for its first job.
+        later = f"w-later-{uuid.uuid4().hex[:8]}"
         missing = pb.LeaseRequest(
-            namespace="default", queues=[pb.QueueWeight(queue="nope")], credit=1
+            namespace="default", queues=[pb.QueueWeight(queue=later)], credit=1
         )
-        stream = lease(missing, timeout=5)
-        assert next(iter(stream)).session_id  # the session opens, then the dequeue fails
-        with pytest.raises(grpc.RpcError) as raised:
-            next(iter(stream))
-        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        stream = iter(lease(missing, timeout=10))
+        assert next(stream).session_id
+        first = submit(http, later, "ok")
+        assert [job.id for job in next(stream).jobs] == [first]
 
         with pytest.raises(InvalidArgument) as bad:
             transport.call(SETTLE_MANY, pb.SettleManyRequest(session_id="s"))
@@ -864,6 +865,35 @@ def test_get_workers_shows_the_streams_open_on_the_node(
     assert http.get("/v1/workers", params={"namespace": "elsewhere"}).json() == {"workers": []}
     refused = http.get("/v1/workers", params={"namespace": ""})
     assert refused.status_code == 400 and refused.json()["error"]["field"] == "namespace"
+
+
+def test_a_worker_waits_for_its_queue_to_be_created(http: httpx.Client, workers: Workers) -> None:
+    """Workers often start before the first job creates their queue: the
+    stream stays open (no reconnecting storm, no Dequeue proposed while the
+    queue is missing), and the first job submitted runs."""
+    queue = f"w-later-{uuid.uuid4().hex[:8]}"
+
+    def shown() -> list[dict[str, Any]]:
+        listed = http.get("/v1/workers").json()["workers"]
+        return [w for w in listed if w["worker_id"] == "patient-1"]
+
+    def dequeues() -> float:
+        labels = frozenset({"operation": "Dequeue"}.items())
+        return scrape(http).get(("kokaq_commit_operations_total", labels), 0.0)
+
+    workers.start(queue, "--worker-id", "patient-1")
+    wait_until(lambda: [w["waiting_for_queue"] for w in shown()] == [True], timeout=20)
+    proposed = dequeues()
+    time.sleep(2.5)  # past the node's 2 s recheck
+    assert dequeues() == proposed  # it looks, and proposes nothing
+    (still,) = shown()
+    assert still["session_id"] and still["waiting_for_queue"]  # the same stream, still open
+    assert "reconnecting" not in workers.output(0)
+    job_id = submit(http, queue, "ok")  # creates the queue
+    wait_until(lambda: job(http, job_id)["status"] == "succeeded", timeout=10)
+    (after,) = shown()
+    assert after["session_id"] == still["session_id"] and not after["waiting_for_queue"]
+    assert after["leased"] == 1
 
 
 def test_workers_need_a_consumer_key_of_their_namespace(tmp_path: Path) -> None:

@@ -315,7 +315,7 @@ async function refreshWorkers() {
     el("td", { class: "num" }, number(w.held)), el("td", { class: "num" }, number(w.concurrency)),
     el("td", { class: "num" }, number(w.credit)), el("td", { class: "num" }, number(w.leased)),
     el("td", {}, `${age(Math.max(0, now - w.connected_at_ms))} ago`), el("td", {}, w.stream),
-    el("td", {}, w.ending ? "ending" : "working"))));
+    el("td", {}, w.ending ? "ending" : w.waiting_for_queue ? "waiting for its queue" : "working"))));
 }
 
 // -- cluster ---------------------------------------------------------------------------

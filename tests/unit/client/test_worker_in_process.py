@@ -361,3 +361,28 @@ def test_an_sdk_ack_carries_a_result() -> None:
     assert queue.get(second.message.id).state is MessageState.LEASED  # nothing changed
     second.ack()
     assert queue.get(second.message.id).result is None
+
+
+def test_a_worker_waits_for_its_queue_in_process_too(caplog: pytest.LogCaptureFixture) -> None:
+    transport = InProcessTransport()
+    client = Client(transport=transport)
+    worker = Worker(queues=["later"], transport=AsyncInProcessTransport(sync=transport))
+    ran: list[str] = []
+    worker.handler("t")(lambda job: ran.append(job.id))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        await asyncio.sleep(0.2)  # no namespace, no queue: it waits
+        assert not running.done()
+        client.create_namespace("default")
+        client.create_queue("default", "later")
+        ids.append(client.queue("default", "later").enqueue_many([job_spec("t", {})])[0].message_id)
+        await until(lambda: worker.processed == 1)
+        stop.set()
+        await running
+
+    ids: list[str] = []
+    asyncio.run(run())
+    assert ran == ids
+    assert "reconnecting" not in caplog.text  # the stream waited; it did not fail
