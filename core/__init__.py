@@ -41,7 +41,14 @@ from kokaq.core.errors import (
     Unavailable,
 )
 from kokaq.core.filters import MessageFilter
-from kokaq.core.message import FailureReason, Headers, MessageSpec, MessageState, MessageView
+from kokaq.core.message import (
+    MAX_PROGRESS,
+    FailureReason,
+    Headers,
+    MessageSpec,
+    MessageState,
+    MessageView,
+)
 from kokaq.core.results import (
     DeadPage,
     EnqueueResult,
@@ -61,6 +68,7 @@ __all__ = [
     # the engine
     "MAX_BATCH",
     "MAX_MIX",
+    "MAX_PROGRESS",
     "MAX_PRIORITY",
     "Engine",
     # configuration

@@ -38,6 +38,7 @@ from kokaq.core.errors import (
     ResourceExhausted,
 )
 from kokaq.core.message import (
+    MAX_PROGRESS,
     FailureReason,
     Headers,
     Message,
@@ -505,6 +506,20 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
         now = self._clock(now)
         q = self._queue(namespace, queue)
         message = q.locked(message_id, lock_id, now)
+        return q.relock(message, now + message.lease_ms, now)
+
+    def report_progress(
+        self, namespace: str, queue: str, message_id: str, lock_id: str, progress: str, *, now: int
+    ) -> int:
+        """Record how far the lease's holder is (free text, a job's JSON, at
+        most ``MAX_PROGRESS`` bytes; shown with the message until it is leased
+        again) and restart the visibility timeout, as ``refresh`` does: a
+        report is a heartbeat. Returns the new deadline."""
+        now = self._clock(now)
+        q = self._queue(namespace, queue)
+        check_text("progress", progress, MAX_PROGRESS)
+        message = q.locked(message_id, lock_id, now)
+        message.progress = progress
         return q.relock(message, now + message.lease_ms, now)
 
     def set_visibility_timeout(

@@ -46,6 +46,7 @@ class FailureReason(StrEnum):
 
 
 MAX_USER_HEADERS = 32
+MAX_PROGRESS = 4096  # bytes of UTF-8 in a progress report
 _STANDARD_HEADERS = ("content_type", "correlation_id", "type", "source")
 
 
@@ -128,6 +129,7 @@ class Message:
         "failure_reason",
         "backoff",
         "result",  # what the ack that settled it carried, if anything
+        "progress",  # what the holder of its last lease reported, if anything
         # (lock id, by a nack?) of the last lease a nack or a release gave
         # back, so that a retry of that settle is answered, not refused.
         "returned",
@@ -160,6 +162,7 @@ class Message:
     failure_reason: FailureReason | None
     backoff: BackoffPolicy | None
     result: bytes | None
+    progress: str | None
     returned: tuple[str, bool] | None
     entry: object
     ttl_entry: object
@@ -202,6 +205,7 @@ class Message:
         self.failure_reason = None
         self.backoff = backoff
         self.result = None
+        self.progress = None
         self.returned = None
         self.entry = None
         self.ttl_entry = None
@@ -235,3 +239,4 @@ class MessageView(NamedTuple):
     failure_reason: FailureReason | None
     backoff: BackoffPolicy | None = None  # this message's own retry delays
     result: bytes | None = None  # a succeeded message's, as its ack gave it
+    progress: str | None = None  # as the holder of its last lease reported it

@@ -168,6 +168,7 @@ class Queue:
                 m.failure_reason,
                 m.backoff,
                 m.result,
+                m.progress,
             ),
         )
 
@@ -280,6 +281,7 @@ class Queue:
             message.lease_ms = lease_ms
             message.deliveries += 1
             message.updated_at = now
+            message.progress = None  # a new attempt starts from nothing
             push(deadline_key(deadline, message.seq), message)
             out.append(message)
         if out:

@@ -159,6 +159,7 @@ def _dump_message(m: Message) -> list[Any]:
         None if m.backoff is None else list(dataclasses.astuple(m.backoff)),
         None if m.returned is None else list(m.returned),
         m.result,
+        m.progress,
     ]
 
 
@@ -187,7 +188,8 @@ def _load_message(fields: list[Any]) -> Message:
         backoff,
         returned,
         result,
-    ) = [*fields, None, None, None][:23]  # older: 20 (no backoff), 21 (no returned), 22 (no result)
+        progress,
+    ) = [*fields, None, None, None, None][:24]  # older: 20 (no backoff) … 23 (no progress)
     message = Message(
         message_id,
         payload,
@@ -213,4 +215,5 @@ def _load_message(fields: list[Any]) -> Message:
     message.failure_reason = None if failure_reason is None else FailureReason(failure_reason)
     message.returned = None if returned is None else (returned[0], returned[1])
     message.result = result
+    message.progress = progress
     return message

@@ -90,7 +90,7 @@ def test_snapshots_from_before_message_backoff_still_load() -> None:
 
     def strip(node: object) -> object:  # keep the first 20 fields of each message
         if isinstance(node, list):
-            if len(node) == 23 and node[0] == "m1":  # the last three: backoff, returned, result
+            if len(node) == 24 and node[0] == "m1":  # the last four: backoff … progress
                 return node[:20]
             return [strip(item) for item in node]
         if isinstance(node, dict):
