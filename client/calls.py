@@ -295,6 +295,11 @@ def refresh(view: LockHolder) -> Call[int]:
     return Call("Refresh", cv.lock_ref(view), _deadline)
 
 
+def report_progress(view: LockHolder, progress: str) -> Call[int]:
+    request = pb.ProgressRequest(lock=cv.lock_ref(view), progress=progress)
+    return Call("ReportProgress", request, _deadline)
+
+
 def set_visibility_timeout(view: LockHolder, timeout_ms: int) -> Call[int]:
     request = pb.SetVisibilityTimeoutRequest(lock=cv.lock_ref(view), timeout_ms=timeout_ms)
     return Call("SetVisibilityTimeout", request, _deadline)

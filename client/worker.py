@@ -49,7 +49,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
@@ -74,7 +74,7 @@ from kokaq.core import (
 )
 from kokaq.protocol import convert as cv
 from kokaq.protocol.errors import error_from_detail
-from kokaq.protocol.jobs import job_payload, job_result
+from kokaq.protocol.jobs import job_payload, job_result, progress_text
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
 __all__ = ["Handler", "Job", "Worker", "WorkerTransport"]
@@ -84,6 +84,7 @@ log = logging.getLogger("kokaq.worker")
 _FATAL = (Unauthenticated, PermissionDenied, InvalidArgument)
 _MAX_ERROR = 4000
 _MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: past that, say no limit (None)
+_HEARTBEAT_SECONDS = 0.2  # how often running jobs are looked at (refreshes, progress)
 _STEADY_SECONDS = 1.0  # a stream that held this long was not failing at once
 _END_LEASE_SECONDS = 5.0  # a stopping worker does not wait longer for a node that is gone
 _SETTLE_ANSWER_SECONDS = 30.0  # as long as a SettleMany call may take
@@ -98,6 +99,7 @@ class Job:
     payload: Any  # the JSON value for JSON jobs, else the bytes
     attempts: int  # deliveries so far, this one included
     message: MessageView
+    reporter: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def queue(self) -> str:
@@ -107,13 +109,25 @@ class Job:
     def namespace(self) -> str:
         return self.message.namespace
 
+    def progress(self, value: Any) -> None:
+        """Say how far this job is: any JSON value (``40``, ``{"step": 2,
+        "of": 5}``), shown on the job (``GET /v1/jobs/{id}``, the dashboard)
+        until it runs again. Safe from any thread and cheap to call often:
+        the latest value goes to the node with the job's next heartbeat, a
+        fifth of a second later at most. Raises InvalidArgument (``progress``)
+        for a value JSON cannot hold or one over 4,096 bytes."""
+        text = progress_text(value)
+        if self.reporter is not None:
+            self.reporter(text)
+
 
 Handler = Callable[[Job], Any]
 
 
-def job_of(message: MessageView) -> Job:
+def job_of(message: MessageView, reporter: Callable[[str], None] | None = None) -> Job:
     job_type = message.headers.type if message.headers else None
-    return Job(message.id, job_type, job_payload(message), message.deliveries, message)
+    payload = job_payload(message)
+    return Job(message.id, job_type, payload, message.deliveries, message, reporter)
 
 
 def _result_of(returned: Any) -> bytes | None:
@@ -232,12 +246,26 @@ async def _run_handler(
 
 
 class _Lease:
-    __slots__ = ("lease_ms", "message", "next_refresh")
+    __slots__ = ("lease_ms", "message", "next_refresh", "progress")
 
     def __init__(self, message: MessageView, lease_ms: int, next_refresh: float) -> None:
         self.message = message
         self.lease_ms = lease_ms
         self.next_refresh = next_refresh  # time.monotonic()
+        self.progress: str | None = None  # reported, not sent yet
+
+    def report(self, progress: str) -> None:
+        """From the handler, in any thread: the latest report wins."""
+        with _PROGRESS_LOCK:
+            self.progress = progress
+
+    def take_progress(self) -> str | None:
+        with _PROGRESS_LOCK:
+            progress, self.progress = self.progress, None
+        return progress
+
+
+_PROGRESS_LOCK = threading.Lock()  # one for all leases: taken briefly, rarely contended
 
 
 class _WorkStream:
@@ -698,11 +726,12 @@ class Worker:
             # another worker may be running it. Its settle would fail anyway.
             log.warning("job %s waited past its lease; not run here", message.id)
             return None
-        job = job_of(message)
+        lease_ms = max(1_000, left_ms)
+        lease = _Lease(message, lease_ms, time.monotonic() + lease_ms / 3000)
+        self._leases[message.id] = lease
+        job = job_of(message, lease.report)
         handler = self._handlers.get(job.type or "")
         timeout = self.timeout_of(job.type)
-        lease_ms = max(1_000, left_ms)
-        self._leases[message.id] = _Lease(message, lease_ms, time.monotonic() + lease_ms / 3000)
         error: BaseException | None = None
         result: bytes | None = None
         reason = FailureReason.PROCESSING_ERROR
@@ -734,20 +763,31 @@ class Worker:
         return next((thread for thread in threads if not thread.done()), None)
 
     async def _heartbeats(self, transport: WorkerTransport) -> None:
-        """Refresh each running job's lease every third of its length (one loop
-        for all of them: a task per job would cost more than a no-op job)."""
+        """Refresh each running job's lease every third of its length, and send
+        the progress its handler reported since the last look, which refreshes
+        it too (one loop for all of them: a task per job would cost more than a
+        no-op job)."""
         while True:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(_HEARTBEAT_SECONDS)
             now = time.monotonic()
-            due = [lease for lease in self._leases.values() if lease.next_refresh <= now]
-            for lease in due:
-                lease.next_refresh = now + lease.lease_ms / 3000
-            await asyncio.gather(*(self._refresh(transport, lease) for lease in due))
+            beats = []
+            for lease in list(self._leases.values()):
+                progress = lease.take_progress()
+                if progress is not None or lease.next_refresh <= now:
+                    lease.next_refresh = now + lease.lease_ms / 3000
+                    beats.append(self._refresh(transport, lease, progress))
+            await asyncio.gather(*beats)
 
-    async def _refresh(self, transport: WorkerTransport, lease: _Lease) -> None:
+    async def _refresh(
+        self, transport: WorkerTransport, lease: _Lease, progress: str | None
+    ) -> None:
         message = lease.message
         try:
-            await transport.call("Refresh", cv.lock_ref(message))
+            if progress is None:
+                await transport.call("Refresh", cv.lock_ref(message))
+            else:
+                report = pb.ProgressRequest(lock=cv.lock_ref(message), progress=progress)
+                await transport.call("ReportProgress", report)
         except LockLost:
             log.warning("job %s lost its lease; another worker may run it", message.id)
             self._leases.pop(message.id, None)

@@ -335,6 +335,7 @@ def message_to_proto(view: MessageView) -> pb.Message:
         failure_reason=failure_reason_to_proto(view.failure_reason),
         backoff=backoff_to_proto(view.backoff),
         result=view.result,
+        progress=view.progress,
     )
 
 
@@ -365,6 +366,7 @@ def message_from_proto(message: pb.Message) -> MessageView:
         ),
         backoff=backoff_from_proto(message),
         result=_optional(message, "result"),
+        progress=_optional(message, "progress"),
     )
 
 

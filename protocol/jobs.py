@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kokaq.core import (
+    MAX_PROGRESS,
     BackoffPolicy,
     Headers,
     InvalidArgument,
@@ -40,6 +41,8 @@ __all__ = [
     "job_spec",
     "job_status",
     "payload_fields",
+    "progress_text",
+    "progress_value",
     "result_fields",
     "to_ms",
 ]
@@ -125,6 +128,28 @@ def job_result(value: Any) -> bytes | None:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def progress_text(value: Any) -> str:
+    """A progress report as the JSON text the node keeps (at most MAX_PROGRESS bytes)."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidArgument("progress", f"must be JSON: {error}") from None
+    if len(text.encode()) > MAX_PROGRESS:
+        raise InvalidArgument("progress", f"must be at most {MAX_PROGRESS} bytes of JSON")
+    return text
+
+
+def progress_value(view: MessageView) -> Any:
+    """A message's progress for JSON: the value of the JSON text it keeps
+    (anything else as the text itself); None if none was reported."""
+    if view.progress is None:
+        return None
+    try:
+        return json.loads(view.progress)
+    except ValueError:
+        return view.progress
 
 
 def job_status(view: MessageView) -> str:
@@ -228,6 +253,7 @@ def job_json(view: MessageView) -> dict[str, Any]:
         "expires_at": iso(view.expires_at),
         "lease_expires_at": iso(view.lock_deadline),
         "retry_backoff": None if view.backoff is None else _retry_backoff(view.backoff),
+        "progress": progress_value(view),
         **payload_fields(view, decode_json=True),
         **result_fields(view, decode_json=True),
     }

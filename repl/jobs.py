@@ -126,7 +126,8 @@ def _show(job: dict[str, Any]) -> None:
     for key, value in job.items():
         if key in ("payload", "payload_base64", "result", "result_base64"):
             continue
-        click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        click.echo(f"{key.ljust(width)}  {'-' if value is None else text}")
     for name in ("payload", "result"):
         value = job.get(name)
         if value is None:

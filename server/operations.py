@@ -357,6 +357,18 @@ OPERATIONS: dict[str, Operation] = {
         (_C,),
         _lock_namespace,
     ),
+    "ReportProgress": Operation(
+        _D,
+        pb.ProgressRequest,
+        pb.LockDeadline,
+        lambda e, r, now, ids: e.report_progress(
+            r.lock.namespace, r.lock.queue, r.lock.message_id, r.lock.lock_id, r.progress, now=now
+        ),
+        _deadline,
+        True,
+        (_C,),
+        _lock_namespace,
+    ),
     "Release": Operation(
         _D,
         pb.ReleaseRequest,

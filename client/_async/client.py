@@ -39,6 +39,7 @@ from kokaq.core import (
     QueueStats,
     SchedulingStats,
 )
+from kokaq.protocol.jobs import progress_text
 
 __all__ = ["AsyncClient", "AsyncLeased", "AsyncQueue", "AsyncTransport"]
 
@@ -301,6 +302,14 @@ class AsyncLeased:
 
     async def refresh(self) -> int:
         deadline = await self.client.run(calls.refresh(self.message))
+        self.message = self.message._replace(lock_deadline=deadline)
+        return deadline
+
+    async def report_progress(self, value: Any) -> int:
+        """Say how far this message's work is (any JSON value, at most 4,096
+        bytes of it): shown with the message until it is leased again. It
+        restarts the visibility timeout as ``refresh`` does."""
+        deadline = await self.client.run(calls.report_progress(self.message, progress_text(value)))
         self.message = self.message._replace(lock_deadline=deadline)
         return deadline
 

@@ -40,6 +40,7 @@ from kokaq.core import (
     QueueStats,
     SchedulingStats,
 )
+from kokaq.protocol.jobs import progress_text
 
 __all__ = ["Client", "Leased", "Queue", "Transport"]
 
@@ -298,6 +299,14 @@ class Leased:
 
     def refresh(self) -> int:
         deadline = self.client.run(calls.refresh(self.message))
+        self.message = self.message._replace(lock_deadline=deadline)
+        return deadline
+
+    def report_progress(self, value: Any) -> int:
+        """Say how far this message's work is (any JSON value, at most 4,096
+        bytes of it): shown with the message until it is leased again. It
+        restarts the visibility timeout as ``refresh`` does."""
+        deadline = self.client.run(calls.report_progress(self.message, progress_text(value)))
         self.message = self.message._replace(lock_deadline=deadline)
         return deadline
 

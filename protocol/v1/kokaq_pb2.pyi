@@ -267,6 +267,7 @@ class Message(_message.Message):
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
     BACKOFF_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     namespace: _builtins.str
     queue: _builtins.str
@@ -289,6 +290,8 @@ class Message(_message.Message):
     failure_reason: Global___FailureReason.ValueType
     result: _builtins.bytes
     """a succeeded message's, as its ack gave it"""
+    progress: _builtins.str
+    """as the holder of its last lease reported it"""
     @_builtins.property
     def headers(self) -> Global___Headers: ...
     @_builtins.property
@@ -320,10 +323,11 @@ class Message(_message.Message):
         failure_reason: Global___FailureReason.ValueType = ...,
         backoff: Global___BackoffPolicy | None = ...,
         result: _builtins.bytes | None = ...,
+        progress: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "_result", b"_result", "backoff", b"backoff", "dedup_key", b"dedup_key", "expires_at", b"expires_at", "fairness_key", b"fairness_key", "headers", b"headers", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "_progress", b"_progress", "_result", b"_result", "backoff", b"backoff", "dedup_key", b"dedup_key", "expires_at", b"expires_at", "fairness_key", b"fairness_key", "headers", b"headers", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "_result", b"_result", "backoff", b"backoff", "cost", b"cost", "created_at", b"created_at", "dedup_key", b"dedup_key", "deliveries", b"deliveries", "expires_at", b"expires_at", "failure_reason", b"failure_reason", "fairness_key", b"fairness_key", "headers", b"headers", "id", b"id", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries", "namespace", b"namespace", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "state", b"state", "updated_at", b"updated_at", "visible_at", b"visible_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key", "_expires_at", b"_expires_at", "_fairness_key", b"_fairness_key", "_last_error", b"_last_error", "_lock_deadline", b"_lock_deadline", "_lock_id", b"_lock_id", "_max_deliveries", b"_max_deliveries", "_progress", b"_progress", "_result", b"_result", "backoff", b"backoff", "cost", b"cost", "created_at", b"created_at", "dedup_key", b"dedup_key", "deliveries", b"deliveries", "expires_at", b"expires_at", "failure_reason", b"failure_reason", "fairness_key", b"fairness_key", "headers", b"headers", "id", b"id", "last_error", b"last_error", "lock_deadline", b"lock_deadline", "lock_id", b"lock_id", "max_deliveries", b"max_deliveries", "namespace", b"namespace", "payload", b"payload", "priority", b"priority", "progress", b"progress", "queue", b"queue", "result", b"result", "state", b"state", "updated_at", b"updated_at", "visible_at", b"visible_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__dedup_key: _TypeAlias = _typing.Literal["dedup_key"]  # noqa: Y015
     _WhichOneofArgType__dedup_key: _TypeAlias = _typing.Literal["_dedup_key", b"_dedup_key"]  # noqa: Y015
@@ -339,6 +343,8 @@ class Message(_message.Message):
     _WhichOneofArgType__lock_id: _TypeAlias = _typing.Literal["_lock_id", b"_lock_id"]  # noqa: Y015
     _WhichOneofReturnType__max_deliveries: _TypeAlias = _typing.Literal["max_deliveries"]  # noqa: Y015
     _WhichOneofArgType__max_deliveries: _TypeAlias = _typing.Literal["_max_deliveries", b"_max_deliveries"]  # noqa: Y015
+    _WhichOneofReturnType__progress: _TypeAlias = _typing.Literal["progress"]  # noqa: Y015
+    _WhichOneofArgType__progress: _TypeAlias = _typing.Literal["_progress", b"_progress"]  # noqa: Y015
     _WhichOneofReturnType__result: _TypeAlias = _typing.Literal["result"]  # noqa: Y015
     _WhichOneofArgType__result: _TypeAlias = _typing.Literal["_result", b"_result"]  # noqa: Y015
     @_typing.overload
@@ -355,6 +361,8 @@ class Message(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__lock_id) -> _WhichOneofReturnType__lock_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_deliveries) -> _WhichOneofReturnType__max_deliveries | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__progress) -> _WhichOneofReturnType__progress | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__result) -> _WhichOneofReturnType__result | None: ...
 
@@ -1266,6 +1274,34 @@ class ExtendRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__from_deadline) -> _WhichOneofReturnType__from_deadline | None: ...
 
 Global___ExtendRequest: _TypeAlias = ExtendRequest  # noqa: Y015
+
+@_typing.final
+class ProgressRequest(_message.Message):
+    """How far the lease's holder is (a job's JSON, at most 4,096 bytes): shown
+    with the message until it is leased again. Restarts the visibility timeout
+    as Refresh does.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCK_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    progress: _builtins.str
+    @_builtins.property
+    def lock(self) -> Global___LockRef: ...
+    def __init__(
+        self,
+        *,
+        lock: Global___LockRef | None = ...,
+        progress: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lock", b"lock"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lock", b"lock", "progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProgressRequest: _TypeAlias = ProgressRequest  # noqa: Y015
 
 @_typing.final
 class SetVisibilityTimeoutRequest(_message.Message):

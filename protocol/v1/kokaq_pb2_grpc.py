@@ -84,6 +84,11 @@ class DataPlaneStub:
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SetVisibilityTimeoutRequest.SerializeToString,
                 response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LockDeadline.FromString,
                 _registered_method=True)
+        self.ReportProgress = channel.unary_unary(
+                '/kokaq.v1.DataPlane/ReportProgress',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ProgressRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LockDeadline.FromString,
+                _registered_method=True)
         self.Release = channel.unary_unary(
                 '/kokaq.v1.DataPlane/Release',
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ReleaseRequest.SerializeToString,
@@ -179,6 +184,12 @@ class DataPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportProgress(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Release(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -267,6 +278,11 @@ def add_DataPlaneServicer_to_server(servicer, server):
             'SetVisibilityTimeout': grpc.unary_unary_rpc_method_handler(
                     servicer.SetVisibilityTimeout,
                     request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SetVisibilityTimeoutRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LockDeadline.SerializeToString,
+            ),
+            'ReportProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportProgress,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ProgressRequest.FromString,
                     response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LockDeadline.SerializeToString,
             ),
             'Release': grpc.unary_unary_rpc_method_handler(
@@ -569,6 +585,33 @@ class DataPlane:
             target,
             '/kokaq.v1.DataPlane/SetVisibilityTimeout',
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.SetVisibilityTimeoutRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LockDeadline.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.DataPlane/ReportProgress',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ProgressRequest.SerializeToString,
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.LockDeadline.FromString,
             options,
             channel_credentials,

@@ -45,6 +45,7 @@ class DataPlaneStub:
     Extend: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ExtendRequest, _kokaq_pb2.LockDeadline]
     Refresh: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.LockRef, _kokaq_pb2.LockDeadline]
     SetVisibilityTimeout: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.SetVisibilityTimeoutRequest, _kokaq_pb2.LockDeadline]
+    ReportProgress: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ProgressRequest, _kokaq_pb2.LockDeadline]
     Release: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ReleaseRequest, _kokaq_pb2.ReleaseResponse]
     GetMessage: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.MessageRef, _kokaq_pb2.Message]
     Reprioritize: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ReprioritizeRequest, _kokaq_pb2.CountResponse]
@@ -66,6 +67,7 @@ class DataPlaneAsyncStub(DataPlaneStub):
     Extend: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ExtendRequest, _kokaq_pb2.LockDeadline]  # type: ignore[assignment]
     Refresh: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.LockRef, _kokaq_pb2.LockDeadline]  # type: ignore[assignment]
     SetVisibilityTimeout: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.SetVisibilityTimeoutRequest, _kokaq_pb2.LockDeadline]  # type: ignore[assignment]
+    ReportProgress: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ProgressRequest, _kokaq_pb2.LockDeadline]  # type: ignore[assignment]
     Release: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ReleaseRequest, _kokaq_pb2.ReleaseResponse]  # type: ignore[assignment]
     GetMessage: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.MessageRef, _kokaq_pb2.Message]  # type: ignore[assignment]
     Reprioritize: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ReprioritizeRequest, _kokaq_pb2.CountResponse]  # type: ignore[assignment]
@@ -142,6 +144,13 @@ class DataPlaneServicer(metaclass=_abc_1.ABCMeta):
     def SetVisibilityTimeout(
         self,
         request: _kokaq_pb2.SetVisibilityTimeoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.LockDeadline, _abc.Awaitable[_kokaq_pb2.LockDeadline]]: ...
+
+    @_abc_1.abstractmethod
+    def ReportProgress(
+        self,
+        request: _kokaq_pb2.ProgressRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kokaq_pb2.LockDeadline, _abc.Awaitable[_kokaq_pb2.LockDeadline]]: ...
 

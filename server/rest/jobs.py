@@ -128,6 +128,7 @@ class Job(BaseModel):
     retry_backoff: dict[str, float] | None = None
     payload: JsonValue = None
     payload_base64: str | None = None
+    progress: JsonValue = None  # as its handler last reported it (until it runs again)
     result: JsonValue = None  # what the handler returned (succeeded jobs)
     result_base64: str | None = None  # a result that is not JSON
 

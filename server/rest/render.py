@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from kokaq.core import MessageView
-from kokaq.protocol.jobs import payload_fields, result_fields
+from kokaq.protocol.jobs import payload_fields, progress_value, result_fields
 
 __all__ = ["message_json"]
 
@@ -46,6 +46,7 @@ def message_json(view: MessageView) -> dict[str, Any]:
         "last_error": view.last_error,
         "failure_reason": None if view.failure_reason is None else str(view.failure_reason),
         "backoff": None if view.backoff is None else dataclasses.asdict(view.backoff),
+        "progress": progress_value(view),
         **payload_fields(view, decode_json=False),
         **result_fields(view, decode_json=False),
     }

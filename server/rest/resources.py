@@ -16,7 +16,7 @@ import binascii
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from kokaq.core import (
     MAX_BATCH,
@@ -32,6 +32,7 @@ from kokaq.core import (
     QueueConfig,
 )
 from kokaq.protocol import convert as cv
+from kokaq.protocol.jobs import progress_text
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.rest.deps import CallerDep
 from kokaq.server.rest.render import message_json
@@ -391,6 +392,10 @@ class ExtendIn(LockIn):
     from_deadline: Millis | None = None
 
 
+class ProgressIn(LockIn):
+    progress: JsonValue = Field(description="how far the work is: any JSON value, ≤ 4,096 bytes")
+
+
 class ReleaseIn(LockIn):
     delay_ms: Millis | None = None
 
@@ -454,6 +459,22 @@ async def extend(
         from_deadline=body.from_deadline,
     )
     return {"lock_deadline": await caller.run("Extend", request)}
+
+
+@router.post(_MESSAGE + "/progress", summary="Say how far a leased message's work is")
+async def report_progress(
+    namespace: NamespaceName,
+    queue: QueueName,
+    message_id: MessageId,
+    body: ProgressIn,
+    caller: CallerDep,
+) -> Any:
+    """Shown with the message (and its job) until it is leased again; it
+    restarts the visibility timeout, as a heartbeat."""
+    request = pb.ProgressRequest(
+        lock=_lock(namespace, queue, message_id, body), progress=progress_text(body.progress)
+    )
+    return {"lock_deadline": await caller.run("ReportProgress", request)}
 
 
 @router.post(_MESSAGE + "/release", summary="Give a leased message back untried")

@@ -151,6 +151,11 @@ def test_dashboard_job_detail_shows_the_result(
     leased = http.post(f"/v1/namespaces/default/queues/{queue}/dequeue", json={}).json()
     (message,) = leased["messages"]
     assert message["id"] == done
+    reported = http.post(
+        f"/v1/namespaces/default/queues/{queue}/messages/{done}/progress",
+        json={"lock_id": message["lock_id"], "progress": {"pct": 100}},
+    )
+    assert reported.status_code == 200, reported.text
     acked = http.post(
         f"/v1/namespaces/default/queues/{queue}/messages/{done}/ack",
         json={"lock_id": message["lock_id"], "result": '{"delivered": true}'},
@@ -164,6 +169,7 @@ def test_dashboard_job_detail_shows_the_result(
     page.click(f'#jobs-table tr[data-job-id="{done}"]')
     expect(page.locator("#job-id")).to_have_text(done)
     expect(page.locator("#job-result")).to_contain_text('"delivered": true')
+    expect(page.locator('#job-fields dd[data-field="progress"]')).to_have_text('{"pct":100}')
     page.close()
     assert errors == []
 

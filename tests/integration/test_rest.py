@@ -119,6 +119,24 @@ def test_job_succeeds_after_a_worker_acks(http: httpx.Client) -> None:
     assert (job["result"], job["result_base64"]) == (None, None)  # acked without one
 
 
+def test_progress_reported_over_rest_shows_on_the_job(http: httpx.Client) -> None:
+    queue = queue_name()
+    job_id = submit(http, queue=queue)["id"]
+    message = lease(http, queue)
+    reported = settle(http, message, "progress", progress={"pct": 50})
+    assert reported.status_code == 200, reported.text
+    assert reported.json()["lock_deadline"] >= message["lock_deadline"]
+    assert http.get(f"/v1/jobs/{job_id}").json()["progress"] == {"pct": 50}
+    path = f"/v1/namespaces/default/queues/{queue}/messages/{job_id}"
+    assert http.get(path).json()["progress"] == {"pct": 50}
+    too_big = settle(http, message, "progress", progress="x" * 5000)
+    assert error_of(too_big, 400)["field"] == "progress"
+    assert error_of(settle(http, message, "progress"), 400)["field"] == "progress"
+    stale = http.post(f"{path}/progress", json={"lock_id": "not-the-lock", "progress": 1})
+    assert error_of(stale, 409)["type"] == "LockLost"
+    assert http.get(f"/v1/jobs/{job_id}").json()["progress"] == {"pct": 50}  # unchanged
+
+
 def test_an_ack_s_result_shows_on_the_job_and_the_message(http: httpx.Client) -> None:
     queue = queue_name()
     http.post(

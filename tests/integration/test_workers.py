@@ -120,6 +120,23 @@ def test_what_a_handler_returns_is_the_job_s_result(http: httpx.Client, workers:
     assert job(http, job_id)["result"] == {"echo": {"to": "a@example.com"}, "attempt": 1}
 
 
+def test_a_handler_s_progress_shows_on_the_job_as_it_runs(
+    http: httpx.Client, workers: Workers
+) -> None:
+    queue = make_queue(http)
+    job_id = submit(http, queue, "steps", {"steps": 4, "seconds": 0.6})
+    workers.start(queue)
+    seen: list[int] = []
+    deadline = time.monotonic() + 30
+    while (now := job(http, job_id))["status"] != "succeeded" and time.monotonic() < deadline:
+        if now["progress"] is not None and now["progress"]["step"] not in seen:
+            seen.append(now["progress"]["step"])
+        time.sleep(0.05)
+    assert len(seen) >= 2 and seen == sorted(seen), seen  # reported as it ran, in order
+    done = job(http, job_id)
+    assert (done["status"], done["progress"]) == ("succeeded", {"step": 4, "of": 4})
+
+
 def test_handlers_past_their_timeout_are_nacked_as_handler_timeout(
     http: httpx.Client, workers: Workers
 ) -> None:

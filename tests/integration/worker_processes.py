@@ -45,6 +45,14 @@ async def slow(job):
     record("end", job.id, job.queue, job.attempts, time.time())
 
 
+@worker.handler("steps")
+def steps(job):
+    count = job.payload["steps"]
+    for step in range(1, count + 1):
+        job.progress({"step": step, "of": count})
+        time.sleep(job.payload["seconds"])
+
+
 @worker.handler("answer")
 def answer(job):
     return {"echo": job.payload, "attempt": job.attempts}

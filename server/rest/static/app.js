@@ -250,10 +250,11 @@ async function showJob(id, quiet = false) {
     state.job = id;
     $("#job-detail").hidden = false;
     $("#job-id").textContent = job.id;
-    const fields = ["type", "queue", "status", "priority", "attempts", "max_retries", "last_error",
+    const fields = ["type", "queue", "status", "progress", "priority", "attempts", "max_retries", "last_error",
       "failure_reason", "fairness_key", "idempotency_key", "created_at", "updated_at", "run_at",
       "lease_expires_at", "expires_at"];
-    $("#job-fields").replaceChildren(...fields.flatMap((f) => [el("dt", {}, f), el("dd", {}, job[f] === null ? "–" : String(job[f]))]));
+    const shown = (v) => (v === null || v === undefined ? "–" : typeof v === "object" ? JSON.stringify(v) : String(v));
+    $("#job-fields").replaceChildren(...fields.flatMap((f) => [el("dt", {}, f), el("dd", { "data-field": f }, shown(job[f]))]));
     $("#job-payload").textContent = JSON.stringify(job.payload ?? job.payload_base64, null, 2);
     const result = job.result ?? job.result_base64;  // base64 when it is not JSON
     $("#job-result-box").hidden = result === null || result === undefined;

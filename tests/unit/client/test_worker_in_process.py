@@ -386,3 +386,55 @@ def test_a_worker_waits_for_its_queue_in_process_too(caplog: pytest.LogCaptureFi
     asyncio.run(run())
     assert ran == ids
     assert "reconnecting" not in caplog.text  # the stream waited; it did not fail
+
+
+def test_a_handler_reports_progress_the_node_keeps() -> None:
+    transport, queue = _one_queue()
+    (job_id,) = (r.message_id for r in queue.enqueue_many([job_spec("steps", {}, max_retries=0)]))
+    reached = threading.Event()
+    finish = threading.Event()
+    refused: list[str] = []
+    worker = Worker(queues=["q"], transport=AsyncInProcessTransport(sync=transport))
+
+    @worker.handler("steps")
+    def steps(job: Job) -> None:
+        for step in range(1, 101):  # often: only the latest goes to the node
+            job.progress({"step": step, "of": 100})
+        try:
+            job.progress({1, 2})
+        except InvalidArgument as error:
+            refused.append(error.field)
+        reached.set()
+        finish.wait(10)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        try:
+            await until(reached.is_set)
+            await until(lambda: queue.get(job_id).progress is not None)
+            running_now = queue.get(job_id)
+            assert running_now.state is MessageState.LEASED
+            assert running_now.progress == '{"step":100,"of":100}'
+        finally:
+            finish.set()
+        await until(lambda: worker.processed == 1)
+        stop.set()
+        await running
+
+    asyncio.run(run())
+    assert refused == ["progress"]
+    done = queue.get(job_id)
+    assert (done.state, done.progress) == (MessageState.SUCCEEDED, '{"step":100,"of":100}')
+
+
+def test_an_sdk_lease_reports_progress() -> None:
+    _, queue = _one_queue()
+    queue.enqueue(b"a")
+    (leased,) = queue.dequeue()
+    deadline = leased.report_progress([1, "two"])
+    assert deadline >= (leased.message.lock_deadline or 0)
+    assert queue.get(leased.message.id).progress == '[1,"two"]'
+    with pytest.raises(InvalidArgument) as refused:
+        leased.report_progress("x" * 5000)
+    assert refused.value.field == "progress"
