@@ -25,6 +25,19 @@ async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def run_until(worker: Worker, done: Callable[[], bool]) -> None:
+    """Run ``worker`` until ``done()`` holds (5 s at most), then stop it."""
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        await until(done)
+        stop.set()
+        await running
+
+    asyncio.run(run())
+
+
 def test_handlers_run_and_jobs_settle_in_process() -> None:
     transport = InProcessTransport()
     client = Client(transport=transport)
@@ -48,14 +61,7 @@ def test_handlers_run_and_jobs_settle_in_process() -> None:
     async def explode(job: Job) -> None:
         raise RuntimeError("kaboom")
 
-    async def run_until_settled() -> None:
-        stop = asyncio.Event()
-        running = asyncio.create_task(worker.run_async(stop))
-        await until(lambda: worker.processed == 3)
-        stop.set()
-        await running
-
-    asyncio.run(run_until_settled())
+    run_until(worker, lambda: worker.processed == 3)
     assert [(j.id, j.type, j.payload, j.attempts) for j in seen] == [
         (ok, "email", {"to": "a@example.com"}, 1)
     ]
@@ -186,14 +192,7 @@ def test_an_async_handler_past_its_timeout_is_cancelled_and_its_job_nacked() -> 
     async def be_quick(job: Job) -> None:
         await asyncio.sleep(0.01)
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        running = asyncio.create_task(worker.run_async(stop))
-        await until(lambda: worker.processed == 3)
-        stop.set()
-        await running
-
-    asyncio.run(run())
+    run_until(worker, lambda: worker.processed == 3)
     assert cancelled == [hang]
     assert worker.timeout_of("hang") == 0.4 and worker.timeout_of("dawdle") == 0.2
     for job_id, seconds in ((hang, "0.4"), (dawdle, "0.2")):
@@ -265,14 +264,7 @@ def test_a_handler_raising_timeout_error_itself_is_a_processing_error() -> None:
     async def give_up(job: Job) -> None:
         raise TimeoutError("upstream took too long")
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        running = asyncio.create_task(worker.run_async(stop))
-        await until(lambda: worker.processed == 1)
-        stop.set()
-        await running
-
-    asyncio.run(run())
+    run_until(worker, lambda: worker.processed == 1)
     failed = queue.get(job_id)
     assert failed.failure_reason is FailureReason.PROCESSING_ERROR
     assert failed.last_error == "TimeoutError: upstream took too long"
@@ -318,14 +310,7 @@ def test_what_a_handler_returns_is_kept_as_the_job_result() -> None:
 
     worker.handler("huge")(lambda job: "x" * 100)  # 102 bytes of JSON: the queue takes 64
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        running = asyncio.create_task(worker.run_async(stop))
-        await until(lambda: worker.processed == len(kinds))
-        stop.set()
-        await running
-
-    asyncio.run(run())
+    run_until(worker, lambda: worker.processed == len(kinds))
     views = {kind: queue.get(job_id) for kind, job_id in ids.items()}
     assert views["json"].result == b'{"sent":3,"to":["a"]}'
     assert views["raw"].result == b"\x00\xff"

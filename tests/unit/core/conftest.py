@@ -45,6 +45,29 @@ class Harness:
         return self.engine.stats("ns", "q", now=self.now)
 
 
+#: Fields of a message in a snapshot of this build (core/snapshot.py).
+MESSAGE_FIELDS = 24
+
+
+def older_snapshot(snapshot: bytes, message_id: str, fields: int) -> bytes:
+    """``snapshot`` as an older build wrote it: message ``message_id`` cut to
+    its first ``fields`` fields (the later ones did not exist then)."""
+    import msgpack  # noqa: PLC0415
+
+    def cut(node: object) -> object:
+        if isinstance(node, list):
+            if len(node) == MESSAGE_FIELDS and node[0] == message_id:
+                return node[:fields]
+            return [cut(item) for item in node]
+        if isinstance(node, dict):
+            return {key: cut(value) for key, value in node.items()}
+        return node
+
+    old = msgpack.packb(cut(msgpack.unpackb(snapshot, strict_map_key=False)))
+    assert len(old) < len(snapshot)  # the fields were there, and are gone
+    return bytes(old)
+
+
 @pytest.fixture
 def h() -> Iterator[Harness]:
     yield Harness()
