@@ -22,8 +22,8 @@ JSON; None: no result; a value JSON cannot hold, or one larger than the
 queue's max payload, fails the job instead); one that raises nacks it with
 ``"Type: message"`` as the job's ``last_error`` (the queue's backoff decides
 when it runs again, and its max deliveries when it goes to the dead-letter
-queue). A job whose type has no handler is nacked
-the same way. A handler that runs past its timeout (``job_timeout``, or the
+queue). A job whose type has no handler is nacked the same way. A handler
+that runs past its timeout (``job_timeout``, or the
 handler's own ``timeout``) is nacked with the reason ``handler_timeout``: an
 ``async def`` handler is cancelled; a plain function cannot be stopped, so
 its thread, and its place among the ``concurrency``, stay taken until it
@@ -511,6 +511,7 @@ class Worker:
             asyncio.create_task(self._runner(pool, inbox, running)) for _ in range(self.concurrency)
         ]
         self._settler = _Settler(transport)
+        self._calls = transport
         settling = asyncio.create_task(self._settler.run())
         heartbeats = asyncio.create_task(self._heartbeats(transport))
         feeder = asyncio.create_task(self._feed(transport, inbox))
@@ -751,6 +752,9 @@ class Worker:
             error = failure
         finally:
             self._leases.pop(message.id, None)
+        if (progress := lease.take_progress()) is not None:
+            # Reported since the last heartbeat: it goes before the settle.
+            await self._refresh(self._calls, lease, progress)
         if limit is not None and limit.expired():
             reason = FailureReason.HANDLER_TIMEOUT
             error = TimeoutError(f"handler ran past its {timeout:g} s timeout")
@@ -789,8 +793,8 @@ class Worker:
                 report = pb.ProgressRequest(lock=cv.lock_ref(message), progress=progress)
                 await transport.call("ReportProgress", report)
         except LockLost:
-            log.warning("job %s lost its lease; another worker may run it", message.id)
-            self._leases.pop(message.id, None)
+            if self._leases.pop(message.id, None) is not None:  # not settled meanwhile
+                log.warning("job %s lost its lease; another worker may run it", message.id)
         except KokaqError as error:
             log.warning("job %s: lease refresh failed: %s", message.id, error.message)
 
