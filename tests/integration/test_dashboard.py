@@ -163,6 +163,8 @@ def test_dashboard_job_detail_shows_the_result(
     assert acked.status_code == 200, acked.text
     page = open_dashboard(browser, node, errors)
     page.click("#tabs button[data-tab=jobs]")
+    done_row = page.locator(f'#jobs-table tr[data-job-id="{done}"]')
+    expect(done_row.locator("td").nth(4)).to_have_text('{"pct":100}', timeout=3_000)
     page.click(f'#jobs-table tr[data-job-id="{waiting}"]', timeout=3_000)
     page.wait_for_selector("#job-detail:not([hidden])")
     expect(page.locator("#job-result-box")).to_be_hidden()  # no result yet

@@ -63,6 +63,13 @@ function age(ms) {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
+// A progress report in a table cell: JSON, cut short.
+function brief(value) {
+  if (value === null || value === undefined) return "";
+  const text = typeof value === "string" ? value : JSON.stringify(value);
+  return text.length <= 32 ? text : `${text.slice(0, 31)}…`;
+}
+
 function when(iso) {
   if (!iso) return "–";
   const date = new Date(iso);
@@ -238,7 +245,8 @@ async function refreshJobs() {
   const { jobs } = await api(`/v1/jobs?${params}`);
   setRows("#jobs-table", jobs.map((job) => el("tr", { class: "clickable", "data-job-id": job.id, onclick: () => showJob(job.id) },
     el("td", {}, el("code", {}, job.id)), el("td", {}, job.type ?? "–"), el("td", {}, job.queue),
-    el("td", { class: `status-${job.status}` }, job.status), el("td", { class: "num" }, number(job.attempts)),
+    el("td", { class: `status-${job.status}` }, job.status), el("td", { class: "progress" }, brief(job.progress)),
+    el("td", { class: "num" }, number(job.attempts)),
     el("td", { class: "num" }, priority(job.priority)), el("td", {}, when(job.created_at)),
     el("td", {}, job.last_error ?? ""))));
   if (state.job) await showJob(state.job, true);
