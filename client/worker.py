@@ -85,7 +85,7 @@ _FATAL = (Unauthenticated, PermissionDenied, InvalidArgument)
 _MAX_ERROR = 4000
 _MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: past that, say no limit (None)
 _HEARTBEAT_SECONDS = 0.2  # how often running jobs are looked at (refreshes, progress)
-_STEADY_SECONDS = 1.0  # a stream that held this long was not failing at once
+_STEADY_SECONDS = 1.0  # a stream that held this long (or sent jobs) was not failing at once
 _END_LEASE_SECONDS = 5.0  # a stopping worker does not wait longer for a node that is gone
 _SETTLE_ANSWER_SECONDS = 30.0  # as long as a SettleMany call may take
 
@@ -440,6 +440,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._leases: dict[str, _Lease] = {}  # running jobs, by id
         self._session = ""  # the lease stream's session, while one is open
+        self._received = 0  # jobs the node sent
         self.processed = 0  # jobs settled, for tests and logs
         self.failed = 0
 
@@ -619,7 +620,7 @@ class Worker:
             self._session = ""
             work = None if lease_only else open_work
             lease_only = False  # the next stream tries Work again: the node may be upgraded
-            opened = time.monotonic()
+            opened, received = time.monotonic(), self._received
             try:
                 if work is not None:
                     await self._work(work(), request, inbox)
@@ -635,8 +636,9 @@ class Worker:
                 error = error_of_rpc(failure)
             except KokaqError as failure:  # in process
                 error = failure
-            if self._session and time.monotonic() - opened >= _STEADY_SECONDS:
-                attempt = 0  # it opened and held: the next one waits from the shortest delay
+            held = time.monotonic() - opened >= _STEADY_SECONDS or self._received > received
+            if self._session and held:
+                attempt = 0  # it opened and worked: the next one waits from the shortest delay
             self._session = ""
             if isinstance(error, _FATAL):
                 raise error from None
@@ -662,6 +664,7 @@ class Worker:
             async for event in call:
                 if event.session_id:
                     stream.session = self._opened(event.session_id)
+                self._received += len(event.jobs)
                 for message in event.jobs:
                     inbox.put_nowait((stream.session, cv.message_from_proto(message)))
                 if event.settle_id:
@@ -684,6 +687,7 @@ class Worker:
         async for event in transport.lease_stream(request):
             if event.session_id:
                 session = self._opened(event.session_id)
+            self._received += len(event.jobs)
             for message in event.jobs:
                 inbox.put_nowait((session, cv.message_from_proto(message)))
 
