@@ -478,6 +478,17 @@ def test_rest_auth_roles_and_scopes(tmp_path: Path) -> None:
             assert made.status_code == 201  # the default namespace and queue made on demand
             bearer = {"Authorization": "Bearer pullkey01"}
             assert http.get(f"/v1/jobs/{made.json()['id']}", headers=bearer).status_code == 200
+            # Reporting progress is a consumer's call (past the key, the lock decides).
+            progress = (
+                f"/v1/namespaces/default/queues/default/messages/{made.json()['id']}/progress"
+            )
+            report = {"lock_id": "not-a-lease", "progress": 50}
+            pushed = http.post(progress, json=report, headers={"X-API-Key": "pushkey01"})
+            assert error_of(pushed, 403)["type"] == "PermissionDenied"
+            assert (
+                error_of(http.post(progress, json=report, headers=bearer), 409)["type"]
+                == "LockLost"
+            )
             scoped = http.post("/v1/jobs", json=job, headers={"X-API-Key": "teamkey01"})
             assert error_of(scoped, 403)["message"].startswith("this key is limited")
             namespaces = http.post(
