@@ -1,8 +1,9 @@
 """``kokaq worker module:attr``: run job handlers until SIGTERM.
 
-``module:attr`` names a ``kokaq.client.Worker`` (its handlers, and their
-own timeouts, are used; the connection, concurrency and default job timeout
-come from the command line) or a mapping of job type to handler.
+``module:attr`` names a ``kokaq.client.Worker`` (its handlers, their own
+timeouts and its ``job_timeout`` are used, unless ``--job-timeout`` says
+otherwise; the connection and concurrency come from the command line) or a
+mapping of job type to handler.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def parse_queues(text: str) -> dict[str, int]:
     return queues
 
 
-def load_handlers(target: str) -> tuple[Mapping[str, Any], Mapping[str, float]]:
-    """The handlers ``target`` names, and the timeouts a Worker gave them."""
+def load_handlers(target: str) -> tuple[Mapping[str, Any], Mapping[str, float], float | None]:
+    """The handlers ``target`` names; the timeouts a Worker gave them, and its
+    ``job_timeout``."""
     from kokaq.client import Worker  # noqa: PLC0415
 
     module_name, _, attribute = target.partition(":")
@@ -58,7 +60,9 @@ def load_handlers(target: str) -> tuple[Mapping[str, Any], Mapping[str, float]]:
     handlers = found.handlers if isinstance(found, Worker) else found
     if not isinstance(handlers, Mapping) or not handlers:
         raise InvalidArgument("target", f"{target} is neither a Worker nor a mapping of handlers")
-    return handlers, found.handler_timeouts if isinstance(found, Worker) else {}
+    if isinstance(found, Worker):
+        return handlers, found.handler_timeouts, found.job_timeout
+    return handlers, {}, None
 
 
 @click.command(
@@ -115,7 +119,7 @@ def worker(
     """Run job handlers on jobs leased from the node, until SIGTERM."""
     from kokaq.client import Worker  # noqa: PLC0415
 
-    handlers, timeouts = load_handlers(target)
+    handlers, timeouts, module_timeout = load_handlers(target)
     runner = Worker(
         list(session.servers),
         namespace=session.namespace,
@@ -125,7 +129,7 @@ def worker(
         api_key=session.api_key,
         worker_id=worker_id,
         grace=grace,
-        job_timeout=job_timeout,
+        job_timeout=module_timeout if job_timeout is None else job_timeout,
     )
     for job_type, handler in handlers.items():
         runner.handler(job_type, timeout=timeouts.get(job_type))(handler)

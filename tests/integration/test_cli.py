@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from kokaq.repl import session as session_module
 from kokaq.repl.cli import cli
+from kokaq.repl.worker import load_handlers
 from tests.integration.nodes import NodeProcess
 
 
@@ -318,3 +319,19 @@ def test_worker_command_bad_input(
     kokaq.env["KOKAQ_WORKER_QUEUES"] = "a:0"
     assert "queues" in kokaq("worker", "handlers:handlers", code=1).stderr  # from the environment
     kokaq("worker", "handlers:handlers", "--concurrency", "0", code=2)
+
+
+def test_a_worker_module_s_timeouts_carry_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "timed.py").write_text(
+        "from kokaq.client import Worker\n"
+        "worker = Worker(job_timeout=7)\n"
+        "worker.handler('a', timeout=2)(print)\n"
+        "worker.handler('b')(print)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    handlers, timeouts, default = load_handlers("timed:worker")
+    assert (sorted(handlers), dict(timeouts), default) == (["a", "b"], {"a": 2}, 7)
+    (tmp_path / "plain.py").write_text("handlers = {'t': print}\n")
+    assert load_handlers("plain:handlers")[1:] == ({}, None)
