@@ -138,6 +138,7 @@ class AsyncInProcessTransport:
             if request.HasField("visibility_timeout_ms"):
                 dequeue.visibility_timeout_ms = request.visibility_timeout_ms
             held: list[pb.Message] = []
+            waiting = False
             while session not in self._ending:
                 held = [m for m in held if self._still_leased(m)]
                 free = int(request.credit) - len(held)
@@ -145,8 +146,12 @@ class AsyncInProcessTransport:
                     dequeue.max_count = free
                     try:
                         jobs = list(self._sync.call("Dequeue", dequeue).messages)
-                    except NotFound:  # as on a node: it waits for its queue to be made
+                        waiting = False
+                    except NotFound as error:  # as on a node: it waits for its queue to be made
                         jobs = []
+                        if not waiting:
+                            waiting = True
+                            yield pb.LeaseEvent(waiting=error.message)
                     if jobs:
                         held += jobs
                         yield pb.LeaseEvent(jobs=jobs)

@@ -664,6 +664,8 @@ class Worker:
             async for event in call:
                 if event.session_id:
                     stream.session = self._opened(event.session_id)
+                if event.waiting:
+                    self._waiting(event.waiting)
                 self._received += len(event.jobs)
                 for message in event.jobs:
                     inbox.put_nowait((stream.session, cv.message_from_proto(message)))
@@ -687,9 +689,15 @@ class Worker:
         async for event in transport.lease_stream(request):
             if event.session_id:
                 session = self._opened(event.session_id)
+            if event.waiting:
+                self._waiting(event.waiting)
             self._received += len(event.jobs)
             for message in event.jobs:
                 inbox.put_nowait((session, cv.message_from_proto(message)))
+
+    def _waiting(self, why: str) -> None:
+        log.warning("worker %s waits: %s (the first job submitted to it creates it)",
+                    self.worker_id, why)  # fmt: skip
 
     def _opened(self, session: str) -> str:
         self._session = session

@@ -126,6 +126,7 @@ class _Session:
         self.ending = False  # EndLease: lease nothing more, send what is leased
         self.leased = 0  # jobs leased to it since it connected
         self.missing = False  # a queue it names did not exist at its last Dequeue
+        self.waiting = ""  # why, as the node said it
         self._sweep_at = _NEVER  # no held lease ends before this (a lower bound)
 
     def describe(self) -> dict[str, Any]:
@@ -281,6 +282,9 @@ class WorkerSessions:
             yield pb.LeaseEvent(session_id=session.id)
             async with contextlib.aclosing(self._leased_batches(session)) as batches:
                 async for jobs in batches:
+                    if not jobs:
+                        yield pb.LeaseEvent(waiting=session.waiting)
+                        continue
                     yield pb.LeaseEvent(jobs=[cv.message_to_proto(job) for job in jobs])
         except KokaqError as error:  # not the leader any more, say
             await abort_with(context, error)
@@ -344,7 +348,8 @@ class WorkerSessions:
                         if not isinstance(jobs, NotFound):
                             raise jobs
                         # Proposed behind an enqueue that failed, its queue missing.
-                        self._wait_for_queue(session, jobs)
+                        if self._wait_for_queue(session, jobs):
+                            yield []  # the stream says why it waits
                         continue
                     self._gateway.leased(jobs)
                     if not jobs:
@@ -368,17 +373,20 @@ class WorkerSessions:
                     dequeue.max_count = claim
                     session.asked += claim
                     unsent = asyncio.ensure_future(self._gateway.run_authorized("Dequeue", dequeue))
+                    waits = False
                     try:
                         jobs = await asyncio.shield(unsent)
                     except NotFound as error:
                         unsent, jobs = None, []
-                        self._wait_for_queue(session, error)
+                        waits = self._wait_for_queue(session, error)
                     except KokaqError:
                         unsent = None
                         raise
                     finally:
                         session.asked -= claim
                         self._unclaim(session.where, claim)
+                    if waits:
+                        yield []  # the stream says why it waits
                     if not jobs:
                         await self._park(session, work)
                         continue
@@ -392,12 +400,16 @@ class WorkerSessions:
                     future.add_done_callback(self._give_back_unsent)
 
     @staticmethod
-    def _wait_for_queue(session: _Session, error: NotFound) -> None:
+    def _wait_for_queue(session: _Session, error: NotFound) -> bool:
         """A worker may start before the first job creates its queue (or
-        namespace): its session waits for it rather than fail."""
-        if not session.missing:
-            log.info("worker %r waits: %s", session.worker_id, error.message)
+        namespace): its session waits for it rather than fail. True when it
+        starts to wait (the batches then yield ``[]``: the stream says why)."""
+        if session.missing:
+            return False
+        log.info("worker %r waits: %s", session.worker_id, error.message)
         session.missing = True
+        session.waiting = error.message
+        return True
 
     def _queues_exist(self, session: _Session) -> bool:
         """Whether every queue the session names exists here now (when the
@@ -810,6 +822,9 @@ class _WorkStream:
     async def _send_jobs(self) -> None:
         async with contextlib.aclosing(self._batches) as batches:
             async for jobs in batches:
+                if not jobs:
+                    await self._send(pb.WorkEvent(waiting=self._session.waiting))
+                    continue
                 await self._send(pb.WorkEvent(jobs=[cv.message_to_proto(job) for job in jobs]))
         await self._send(pb.WorkEvent(ended=True))
 

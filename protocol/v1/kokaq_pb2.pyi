@@ -2202,9 +2202,14 @@ class LeaseEvent(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     JOBS_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The first event carries only the session id; settle calls name it to
     give the credit back. Later events carry leased jobs.
+    """
+    waiting: _builtins.str
+    """Why the stream waits, once, when it starts to: a queue (or namespace)
+    that does not exist yet; the first job submitted to it will create it.
     """
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]: ...
@@ -2213,10 +2218,11 @@ class LeaseEvent(_message.Message):
         *,
         session_id: _builtins.str = ...,
         jobs: _abc.Iterable[Global___Message] | None = ...,
+        waiting: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "session_id", b"session_id", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2445,12 +2451,15 @@ class WorkEvent(_message.Message):
     SETTLE_ID_FIELD_NUMBER: _builtins.int
     SETTLED_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """the first event only"""
     settle_id: _builtins.int
     """the WorkRequest these outcomes answer"""
     ended: _builtins.bool
     """no more jobs on this stream (asked to end, or the node stopping)"""
+    waiting: _builtins.str
+    """as LeaseEvent.waiting"""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]: ...
     @_builtins.property
@@ -2465,10 +2474,11 @@ class WorkEvent(_message.Message):
         settle_id: _builtins.int = ...,
         settled: _abc.Iterable[Global___SettleOutcome] | None = ...,
         ended: _builtins.bool = ...,
+        waiting: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "jobs", b"jobs", "session_id", b"session_id", "settle_id", b"settle_id", "settled", b"settled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended", b"ended", "jobs", b"jobs", "session_id", b"session_id", "settle_id", b"settle_id", "settled", b"settled", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

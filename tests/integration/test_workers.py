@@ -426,6 +426,7 @@ def test_worker_rpcs_refuse_bad_input(node: NodeProcess, http: httpx.Client) -> 
         )
         stream = iter(lease(missing, timeout=10))
         assert next(stream).session_id
+        assert next(stream).waiting == f"queue default/{later} not found"  # once, saying why
         first = submit(http, later, "ok")
         assert [job.id for job in next(stream).jobs] == [first]
 
@@ -906,6 +907,8 @@ def test_a_worker_waits_for_its_queue_to_be_created(http: httpx.Client, workers:
     (still,) = shown()
     assert still["session_id"] and still["waiting_for_queue"]  # the same stream, still open
     assert "reconnecting" not in workers.output(0)
+    said = f"patient-1 waits: queue default/{queue} not found (the first job submitted to it"
+    assert workers.output(0).count(said) == 1
     job_id = submit(http, queue, "ok")  # creates the queue
     wait_until(lambda: job(http, job_id)["status"] == "succeeded", timeout=10)
     (after,) = shown()

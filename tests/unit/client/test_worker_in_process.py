@@ -371,6 +371,7 @@ def test_a_worker_waits_for_its_queue_in_process_too(caplog: pytest.LogCaptureFi
     asyncio.run(run())
     assert ran == ids
     assert "reconnecting" not in caplog.text  # the stream waited; it did not fail
+    assert caplog.text.count("waits: namespace 'default' not found") == 1
 
 
 def test_a_handler_reports_progress_the_node_keeps() -> None:
