@@ -743,8 +743,11 @@ def test_settles_a_broken_work_stream_did_not_answer_go_by_settle_many(
 ) -> None:
     """Each Work stream breaks right after a settle is written: its answer
     never comes, so the worker sends it again by SettleMany (whether the node
-    applied it or not, it answers as the first did), and reconnects."""
-    queue = make_queue(http)
+    applied it or not, it answers as the first did), and reconnects. Jobs the
+    node pushed in the moment before the break are lost on the way and wait
+    out their lease (the node cannot know the worker missed them): a short
+    one brings them back within the test's time."""
+    queue = make_queue(http, visibility_timeout_ms=2_000)
     ids = submit_batch(http, queue, 20)
     transport = CountingTransport(node.grpc)
     transport.break_after = 1
