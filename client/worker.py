@@ -27,7 +27,8 @@ that runs past its timeout (``job_timeout``, or the
 handler's own ``timeout``) is nacked with the reason ``handler_timeout``: an
 ``async def`` handler is cancelled; a plain function cannot be stopped, so
 its thread, and its place among the ``concurrency``, stay taken until it
-returns (its result is then ignored).
+returns (its result is then ignored) — unless it checks ``job.cancelled``,
+which turns true then (and when a stopping worker's grace period runs out).
 
 Stopping (SIGTERM, ``stop()``): take no more jobs, release the ones not
 started, let running handlers finish within ``grace`` seconds, release the
@@ -99,7 +100,7 @@ class Job:
     payload: Any  # the JSON value for JSON jobs, else the bytes
     attempts: int  # deliveries so far, this one included
     message: MessageView
-    reporter: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    lease: _Lease | None = field(default=None, repr=False, compare=False)  # the worker's
 
     @property
     def queue(self) -> str:
@@ -117,17 +118,25 @@ class Job:
         fifth of a second later at most. Raises InvalidArgument (``progress``)
         for a value JSON cannot hold or one over 4,096 bytes."""
         text = progress_text(value)
-        if self.reporter is not None:
-            self.reporter(text)
+        if self.lease is not None:
+            self.lease.report(text)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the handler's time is up: its timeout passed, or the
+        worker is stopping and its grace period ran out. The job is nacked
+        or released already; a plain-function handler that checks this can
+        stop early and free its place (what it returns is ignored)."""
+        return self.lease is not None and self.lease.cancelled
 
 
 Handler = Callable[[Job], Any]
 
 
-def job_of(message: MessageView, reporter: Callable[[str], None] | None = None) -> Job:
+def job_of(message: MessageView, lease: _Lease | None = None) -> Job:
     job_type = message.headers.type if message.headers else None
     payload = job_payload(message)
-    return Job(message.id, job_type, payload, message.deliveries, message, reporter)
+    return Job(message.id, job_type, payload, message.deliveries, message, lease)
 
 
 def _result_of(returned: Any) -> bytes | None:
@@ -246,13 +255,14 @@ async def _run_handler(
 
 
 class _Lease:
-    __slots__ = ("lease_ms", "message", "next_refresh", "progress")
+    __slots__ = ("cancelled", "lease_ms", "message", "next_refresh", "progress")
 
     def __init__(self, message: MessageView, lease_ms: int, next_refresh: float) -> None:
         self.message = message
         self.lease_ms = lease_ms
         self.next_refresh = next_refresh  # time.monotonic()
         self.progress: str | None = None  # reported, not sent yet
+        self.cancelled = False  # its time is up (Job.cancelled)
 
     def report(self, progress: str) -> None:
         """From the handler, in any thread: the latest report wins."""
@@ -593,6 +603,8 @@ class Worker:
         _, late = await asyncio.wait(runners, timeout=self.grace) if runners else ((), ())
         for task in late:
             item = running.get(task)
+            if item is not None and (lease := self._leases.get(item[1].id)) is not None:
+                lease.cancelled = True  # a plain function that looks can stop
             task.cancel()
             if item is not None:
                 await self._release(*item)
@@ -742,7 +754,7 @@ class Worker:
         lease_ms = max(1_000, left_ms)
         lease = _Lease(message, lease_ms, time.monotonic() + lease_ms / 3000)
         self._leases[message.id] = lease
-        job = job_of(message, lease.report)
+        job = job_of(message, lease)
         handler = self._handlers.get(job.type or "")
         timeout = self.timeout_of(job.type)
         error: BaseException | None = None
@@ -768,6 +780,7 @@ class Worker:
             # Reported since the last heartbeat: it goes before the settle.
             await self._refresh(self._calls, lease, progress)
         if limit is not None and limit.expired():
+            lease.cancelled = True
             reason = FailureReason.HANDLER_TIMEOUT
             error = TimeoutError(f"handler ran past its {timeout:g} s timeout")
             log.warning("job %s: %s", message.id, error)

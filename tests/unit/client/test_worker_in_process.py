@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -425,3 +426,54 @@ def test_an_sdk_lease_reports_progress() -> None:
     with pytest.raises(InvalidArgument) as refused:
         leased.report_progress("x" * 5000)
     assert refused.value.field == "progress"
+
+
+def test_a_plain_function_that_checks_cancelled_frees_its_place_at_the_timeout() -> None:
+    transport, queue = _one_queue()
+    jobs = [job_spec("loop", {}, max_retries=0), job_spec("quick", {})]
+    looping, quick = (r.message_id for r in queue.enqueue_many(jobs))
+    stopped: list[str] = []
+    ran: list[str] = []
+    worker = Worker(queues=["q"], concurrency=1, transport=AsyncInProcessTransport(sync=transport))
+
+    @worker.handler("loop", timeout=0.2)
+    def loop(job: Job) -> None:
+        while not job.cancelled:  # without it, this would hold the one place for good
+            time.sleep(0.01)
+        stopped.append(job.id)
+
+    worker.handler("quick")(lambda job: ran.append(job.id))
+    run_until(worker, lambda: worker.processed == 2)
+    assert (stopped, ran) == ([looping], [quick])
+    assert queue.get(looping).failure_reason is FailureReason.HANDLER_TIMEOUT
+    assert queue.get(quick).state is MessageState.SUCCEEDED
+
+
+def test_a_worker_stopping_past_its_grace_cancels_what_still_runs() -> None:
+    transport, queue = _one_queue()
+    (job_id,) = (r.message_id for r in queue.enqueue_many([job_spec("loop", {})]))
+    started = threading.Event()
+    saw: list[bool] = []
+    worker = Worker(queues=["q"], grace=0.2, transport=AsyncInProcessTransport(sync=transport))
+
+    @worker.handler("loop")
+    def loop(job: Job) -> None:
+        started.set()
+        for _ in range(1000):
+            if job.cancelled:
+                break
+            time.sleep(0.01)
+        saw.append(job.cancelled)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run_async(stop))
+        await until(started.is_set)
+        stop.set()
+        await running
+        await until(lambda: bool(saw))
+
+    asyncio.run(run())
+    assert saw == [True]  # told, well before its 10 s loop ran out
+    released = queue.get(job_id)
+    assert (released.state, released.deliveries) == (MessageState.READY, 0)  # given back
