@@ -100,7 +100,8 @@ class Job:
     payload: Any  # the JSON value for JSON jobs, else the bytes
     attempts: int  # deliveries so far, this one included
     message: MessageView
-    lease: _Lease | None = field(default=None, repr=False, compare=False)  # the worker's
+    # The worker's record of the running job (progress, cancelled), not for handlers.
+    _lease: _Lease | None = field(default=None, repr=False, compare=False)
 
     @property
     def queue(self) -> str:
@@ -118,8 +119,8 @@ class Job:
         fifth of a second later at most. Raises InvalidArgument (``progress``)
         for a value JSON cannot hold or one over 4,096 bytes."""
         text = progress_text(value)
-        if self.lease is not None:
-            self.lease.report(text)
+        if self._lease is not None:
+            self._lease.report(text)
 
     @property
     def cancelled(self) -> bool:
@@ -127,7 +128,7 @@ class Job:
         worker is stopping and its grace period ran out. The job is nacked
         or released already; a plain-function handler that checks this can
         stop early and free its place (what it returns is ignored)."""
-        return self.lease is not None and self.lease.cancelled
+        return self._lease is not None and self._lease.cancelled
 
 
 Handler = Callable[[Job], Any]
