@@ -271,6 +271,8 @@ class _Lease:
             self.progress = progress
 
     def take_progress(self) -> str | None:
+        if self.progress is None:  # the common case: no lock needed to see it
+            return None
         with _PROGRESS_LOCK:
             progress, self.progress = self.progress, None
         return progress

@@ -414,18 +414,15 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
                 result = None
             elif is_triple(item):
                 result = item[2]  # type: ignore[misc]  # a triple, checked just above
-                if result is not None:
-                    try:
-                        q.check_result(result, f"items[{index}].result")
-                    except KokaqError as error:
-                        results.append(error)
-                        continue
             else:
                 message = "must be (message_id, lock_id) or (message_id, lock_id, result)"
                 results.append(InvalidArgument(f"items[{index}]", message))
                 continue
             try:
-                ack(item[0], item[1], now, result)
+                if result is None:
+                    ack(item[0], item[1], now)
+                else:  # the field named only when there is a result to name
+                    ack(item[0], item[1], now, result, f"items[{index}].result")
                 results.append(None)
             except KokaqError as error:
                 results.append(error)

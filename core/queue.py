@@ -332,14 +332,19 @@ class Queue:
     # -- settling a lease --------------------------------------------------------
 
     def ack_lease(
-        self, message_id: str, lock_id: str, now: int, result: bytes | None = None
+        self,
+        message_id: str,
+        lock_id: str,
+        now: int,
+        result: bytes | None = None,
+        field: str = "result",
     ) -> None:
         """Ack the lease ``lock_id``, keeping ``result`` with the message. A
         repeated ack of the same lease succeeds and changes nothing: a client
         that lost the first answer (a failover) retries, and must not be told
         its lease was lost."""
         if result is not None:
-            self.check_result(result)
+            self.check_result(result, field)
         try:
             message = self.locked(message_id, lock_id, now)
         except LockLost:

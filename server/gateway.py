@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 from google.protobuf.message import Message as ProtoMessage
 
+from kokaq.protocol import convert as cv
+from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.auth import Authenticator
 from kokaq.server.committer import new_ids
 from kokaq.server.operations import OPERATIONS, ids_needed
@@ -57,6 +59,16 @@ class Gateway:
         ``raw`` is the request as received, replicated as it is."""
         self.authorize(name, request, key)
         return await self.run_authorized(name, request, raw=raw, strong=strong)
+
+    async def ack(self, lock: pb.LockRef, result: bytes, key: str | None) -> None:
+        """Ack a lease, keeping ``result`` unless it is empty. ``Ack`` takes a
+        LockRef, which has no room for one: an AckBatch of one carries it."""
+        if not result:
+            await self.run("Ack", lock, key)
+            return
+        (error,) = await self.run("AckBatch", cv.ack_of_one(lock, result), key)
+        if error is not None:
+            raise cv.ack_item_error(error)
 
     async def run_authorized(
         self, name: str, request: ProtoMessage, *, raw: bytes | None = None, strong: bool = False

@@ -125,8 +125,7 @@ class _Session:
         self.asked = 0  # jobs its Dequeues in flight may still bring
         self.ending = False  # EndLease: lease nothing more, send what is leased
         self.leased = 0  # jobs leased to it since it connected
-        self.missing = False  # a queue it names did not exist at its last Dequeue
-        self.waiting = ""  # why, as the node said it
+        self.waiting = ""  # why it waits for a queue to exist, as the node said it
         self._sweep_at = _NEVER  # no held lease ends before this (a lower bound)
 
     def describe(self) -> dict[str, Any]:
@@ -145,7 +144,7 @@ class _Session:
             "leased": self.leased,
             "connected_at_ms": self.opened_at,
             "ending": self.ending,
-            "waiting_for_queue": self.missing,
+            "waiting_for_queue": bool(self.waiting),
         }
 
     def end(self) -> None:
@@ -361,11 +360,11 @@ class WorkerSessions:
                         session.settled.clear()
                         await _first(session.settled, self._stopping, timeout=_RECHECK_SECONDS)
                         continue
-                    if session.missing:
+                    if session.waiting:
                         if not self._queues_exist(session):
                             await self._park(session, work)  # no Dequeue (a log entry) till then
                             continue
-                        session.missing = False
+                        session.waiting = ""
                     claim = self._claim(session, free)
                     if claim == 0:
                         await self._park(session, work)
@@ -404,10 +403,9 @@ class WorkerSessions:
         """A worker may start before the first job creates its queue (or
         namespace): its session waits for it rather than fail. True when it
         starts to wait (the batches then yield ``[]``: the stream says why)."""
-        if session.missing:
+        if session.waiting:
             return False
         log.info("worker %r waits: %s", session.worker_id, error.message)
-        session.missing = True
         session.waiting = error.message
         return True
 
@@ -684,13 +682,7 @@ class WorkerSessions:
         if request.result and outcome != "ack":
             raise InvalidArgument("result", "goes with an ack only")
         if outcome == "ack":
-            if not request.result:
-                await self._gateway.run("Ack", request.ack, key)
-                return "acked"
-            batch = cv.ack_of_one(request.ack, request.result)
-            (error,) = await self._gateway.run("AckBatch", batch, key)
-            if error is not None:
-                raise cv.ack_item_error(error)
+            await self._gateway.ack(request.ack, request.result, key)
             return "acked"
         if outcome == "nack":
             return str((await self._gateway.run("Nack", request.nack, key)).outcome)

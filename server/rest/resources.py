@@ -417,12 +417,8 @@ async def ack(
 ) -> Any:
     """The message is kept as succeeded for the queue's retention, with the
     result if one is given (at most the queue's max payload)."""
-    lock = _lock(namespace, queue, message_id, body)
-    result = _bytes_of(body.result, body.result_base64, "result")
-    if not result:
-        await caller.run("Ack", lock)
-    elif (error := (await caller.run("AckBatch", cv.ack_of_one(lock, result)))[0]) is not None:
-        raise cv.ack_item_error(error)
+    result = _bytes_of(body.result, body.result_base64, "result") or b""
+    await caller.gateway.ack(_lock(namespace, queue, message_id, body), result, caller.key)
     return {"acked": True}
 
 
