@@ -390,6 +390,7 @@ class Member(NamedTuple):
     address: str  # Raft address
     connected: bool
     match_index: int | None  # known on the leader only
+    log_format: int | None = None  # the newest it applies, once announced
 
 
 class ClusterStatus(NamedTuple):
@@ -405,6 +406,8 @@ class ClusterStatus(NamedTuple):
     applied_index: int
     has_quorum: bool
     state_digest: str | None = None  # asked with cluster_status(with_digest=True)
+    log_format: int = 1  # the one the members agreed on
+    node_log_format: int | None = None  # this node's, once announced
 
 
 def _cluster_status(r: Any) -> ClusterStatus:
@@ -415,13 +418,20 @@ def _cluster_status(r: Any) -> ClusterStatus:
         leader_grpc=r.leader_grpc if r.HasField("leader_grpc") else None,
         term=r.term,
         members=[
-            Member(m.address, m.connected, m.match_index if m.HasField("match_index") else None)
+            Member(
+                m.address,
+                m.connected,
+                m.match_index if m.HasField("match_index") else None,
+                m.log_format if m.HasField("log_format") else None,
+            )
             for m in r.members
         ],
         commit_index=r.commit_index,
         applied_index=r.applied_index,
         has_quorum=r.has_quorum,
         state_digest=r.state_digest if r.HasField("state_digest") else None,
+        log_format=r.log_format,
+        node_log_format=r.node_log_format if r.HasField("node_log_format") else None,
     )
 
 

@@ -30,6 +30,7 @@ from kokaq.protocol import convert as cv
 from kokaq.protocol.errors import error_detail, error_from_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.committer import new_ids
+from kokaq.server.log_format import LOG_FORMAT
 from kokaq.server.operations import OPERATIONS, ids_needed, state_digest
 
 __all__ = ["AsyncInProcessTransport", "InProcessTransport"]
@@ -80,7 +81,8 @@ class InProcessTransport:
                 with self._lock:
                     digest = state_digest(self.engine)
             return pb.ClusterStatus(node="in-process", role="leader", leader="in-process", term=1,
-                                    has_quorum=True, state_digest=digest)  # fmt: skip
+                                    has_quorum=True, state_digest=digest, log_format=LOG_FORMAT,
+                                    node_log_format=LOG_FORMAT)  # fmt: skip
         if name in CLUSTER_CHANGES:
             raise FailedPrecondition(
                 "an in-process engine is a single member: no cluster to change"

@@ -148,6 +148,13 @@ def version() -> None:
     help="Serve /metrics only to requests with an API key (default: open to scrapers).",
 )
 @click.option(
+    "--log-format",
+    type=click.IntRange(min=1),
+    envvar="KOKAQ_LOG_FORMAT",
+    help="Hold the cluster to this Raft log format (default: this build's newest), "
+    "to keep a rolling upgrade's way back open; see the README.",
+)
+@click.option(
     "--compaction-entries",
     type=click.IntRange(min=10),
     default=20_000,
@@ -165,6 +172,7 @@ def server(
     election_timeout: tuple[int, int],
     heartbeat: int,
     metrics_need_key: bool,
+    log_format: int | None,
     compaction_entries: int,
 ) -> None:
     """Run a node (a single durable node unless --peers is given).
@@ -192,6 +200,7 @@ def server(
             cluster_secret=cluster_secret,
             metrics_need_key=metrics_need_key,
             raft=raft_settings(election_timeout, heartbeat, compaction_entries),
+            **({} if log_format is None else {"log_format": log_format}),
         )
         serve(options)
     except KokaqError as error:

@@ -24,6 +24,7 @@ def _show(session: Session, found: Any) -> None:
         click.echo(f"term:     {found.term}")
         click.echo(f"quorum:   {'yes' if found.has_quorum else 'no'}")
         click.echo(f"commit:   {found.commit_index}   applied: {found.applied_index}")
+        click.echo(f"log format: {found.log_format} (this node applies {found.node_log_format})")
         if found.members:
             rows = [
                 [
@@ -31,10 +32,11 @@ def _show(session: Session, found: Any) -> None:
                     "yes" if m.connected else "no",
                     m.match_index,
                     None if m.match_index is None else found.commit_index - m.match_index,
+                    m.log_format,
                 ]
                 for m in found.members
             ]
-            table(rows, ["member", "connected", "match_index", "lag"])
+            table(rows, ["member", "connected", "match_index", "lag", "log_format"])
 
     emit(session, found, human)
 

@@ -226,6 +226,7 @@ def cluster_status(raft: ReplicatedEngine, *, with_digest: bool = False) -> pb.C
             address=address,
             connected=connected == 2,
             match_index=s.get("match_idx_server_" + address),
+            log_format=raft.members.formats.get(address),
         )
         for address, connected in _partners(s).items()
     ]
@@ -234,11 +235,13 @@ def cluster_status(raft: ReplicatedEngine, *, with_digest: bool = False) -> pb.C
         node=str(s["self"].id),
         role=_ROLE_NAMES.get(s["state"], str(s["state"])),
         leader=None if leader is None else str(leader.id),
-        leader_grpc=None if leader is None else raft.grpc_addresses.get(str(leader.id)),
+        leader_grpc=None if leader is None else raft.members.grpc.get(str(leader.id)),
         term=s["raft_term"],
         members=members,
         commit_index=s["commit_idx"],
         applied_index=s["last_applied"],
         has_quorum=bool(s["has_quorum"]),
         state_digest=digest,
+        log_format=raft.members.log_format,
+        node_log_format=raft.members.formats.get(raft.self_address),
     )

@@ -6,6 +6,7 @@ when the caller asks for a strong read.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -15,9 +16,12 @@ from kokaq.protocol import convert as cv
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.auth import Authenticator
 from kokaq.server.committer import new_ids
+from kokaq.server.log_format import LOG_FORMAT, format_needed, in_format
 from kokaq.server.operations import OPERATIONS, ids_needed
 
 __all__ = ["Executor", "Gateway"]
+
+log = logging.getLogger("kokaq.server")
 
 
 class Executor(Protocol):
@@ -26,6 +30,15 @@ class Executor(Protocol):
     async def write(self, name: str, request: bytes, ids: list[str]) -> Any: ...
 
     async def read(self, name: str, request: Any) -> Any: ...
+
+    def log_format(self) -> int:
+        """The log format the cluster agreed on."""
+        ...
+
+    async def agree_format(self, needed: int) -> int:
+        """Agree on ``needed`` (or newer) if every member applies it; the
+        agreed format after."""
+        ...
 
 
 class Gateway:
@@ -41,6 +54,7 @@ class Gateway:
         #: Told each write just before it goes to the log (the worker sessions
         #: watch for enqueues).
         self.on_write: Callable[[str, ProtoMessage], None] | None = None
+        self._said_format = False  # warned that writes are held to an older log format
 
     def authorize(self, name: str, request: ProtoMessage, key: str | None) -> None:
         operation = OPERATIONS[name]
@@ -75,6 +89,12 @@ class Gateway:
     ) -> Any:
         operation = OPERATIONS[name]
         if operation.write:
+            if self.executor.log_format() < LOG_FORMAT:
+                agreed = await self._agreed_format(format_needed(name, request))
+                name, downgraded = in_format(name, request, agreed)
+                if downgraded is not request:
+                    request, raw = downgraded, None
+                    operation = OPERATIONS[name]
             ids = new_ids(ids_needed(name, request))
             if self.on_write is not None:
                 self.on_write(name, request)
@@ -85,6 +105,21 @@ class Gateway:
         if strong:  # the read takes its place in the log
             return await self.executor.write(name, raw or request.SerializeToString(), [])
         return await self.executor.read(name, request)
+
+    async def _agreed_format(self, needed: int) -> int:
+        agreed = self.executor.log_format()
+        if needed > agreed:
+            agreed = await self.executor.agree_format(needed)
+            if needed > agreed and not self._said_format:
+                self._said_format = True
+                log.warning(
+                    "the cluster's log format is %d (a member applies no newer, or is "
+                    "pinned with --log-format): job results and progress reports are "
+                    "not kept until every member applies format %d",
+                    agreed,
+                    needed,
+                )
+        return agreed
 
     def leased(self, messages: Any) -> None:
         """Messages a Dequeue leased (for the metrics)."""

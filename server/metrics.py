@@ -171,6 +171,11 @@ def _raft_metrics(status: dict[str, Any]) -> Iterator[Metric]:
             "Entries in the Raft log (since the last snapshot)",
             status.get("log_len", 0),
         ),
+        (
+            "kokaq_raft_log_format",
+            "The log format the members agreed on (writes needing a newer one are held to it)",
+            status.get("log_format", 0),
+        ),
     )
     for name, text, value in rows:
         yield GaugeMetricFamily(name, text, value=value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -27,9 +28,10 @@ from kokaq.server.cluster import cluster_handler, cluster_status, readiness, spl
 from kokaq.server.committer import Committer, wall_clock_ms
 from kokaq.server.gateway import Gateway
 from kokaq.server.gc_tuning import tune_garbage_collection
+from kokaq.server.log_format import FIRST, LOG_FORMAT
 from kokaq.server.metrics import NodeMetrics
 from kokaq.server.operations import OPERATIONS
-from kokaq.server.replication import TICK, RaftSettings, ReplicatedEngine
+from kokaq.server.replication import AGREE_FORMAT, TICK, RaftSettings, ReplicatedEngine
 from kokaq.server.rest.app import HttpServer, create_app
 from kokaq.server.rest.health import NodeView
 from kokaq.server.service import generic_handlers
@@ -53,6 +55,9 @@ class NodeOptions:
     commit_timeout: float = 10.0  # seconds before a write with no answer fails
     metrics_need_key: bool = False  # /metrics open to scrapers by default
     shutdown_grace: float = 5.0
+    # The newest log format this member lets the cluster agree on: an older one
+    # keeps the way back to the previous build open during a rolling upgrade.
+    log_format: int = LOG_FORMAT
 
 
 def _free_port(host: str) -> int:
@@ -66,10 +71,12 @@ def _free_port(host: str) -> int:
 class ReplicatedExecutor:
     """Writes through the Raft log (group-committed); reads on the leader."""
 
-    def __init__(self, raft: ReplicatedEngine, committer: Committer) -> None:
+    def __init__(self, raft: ReplicatedEngine, committer: Committer, own_format: int) -> None:
         self._raft = raft
         self._committer = committer
         self._reads_term: int | None = None  # the term whose barrier write has applied
+        self._own_format = own_format  # the newest this member lets the cluster agree on
+        self._agreeing = asyncio.Lock()
 
     async def write(self, name: str, request: bytes, ids: list[str]) -> Any:
         return await self._committer.write(name, request, ids)
@@ -87,6 +94,20 @@ class ReplicatedExecutor:
         with self._raft.lock:
             return OPERATIONS[name].run(self._raft.engine, request, wall_clock_ms(), ())
 
+    def log_format(self) -> int:
+        return self._raft.members.log_format
+
+    async def agree_format(self, needed: int) -> int:
+        """On the leader, propose the newest format every member applies (this
+        one as pinned; the others as announced) when it reaches ``needed``."""
+        async with self._agreeing:  # one proposal for the writes that wait on it
+            members = self._raft.members
+            if members.log_format < needed and self._raft.is_leader():
+                target = self._raft.format_all_apply(self._own_format)
+                if target >= needed:
+                    await self._committer.write(AGREE_FORMAT, str(target).encode(), [])
+            return self._raft.members.log_format
+
 
 class _Node:
     def __init__(self, options: NodeOptions) -> None:
@@ -100,6 +121,8 @@ class _Node:
         http_host, http_port = split_address(options.http_listen, "http_listen")
         if options.peers and not options.cluster_secret:
             raise InvalidArgument("cluster_secret", "a cluster with peers needs a secret")
+        if not FIRST <= options.log_format <= LOG_FORMAT:
+            raise InvalidArgument("log_format", f"must be {FIRST} to {LOG_FORMAT} (this build's)")
         if raft_port == 0:
             if options.peers:
                 raise InvalidArgument("raft_listen", "peers must know the port: give one")
@@ -125,6 +148,7 @@ class _Node:
             password=options.cluster_secret,
             settings=options.raft,
             on_snapshot=snapshot_installed,
+            on_newer_format=_stop_for_newer_format,
         )
         wakeup = Wakeup()
         committer = Committer(raft, timeout=options.commit_timeout, on_applied=wakeup.applied)
@@ -133,7 +157,8 @@ class _Node:
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
         metrics = NodeMetrics(lambda: raft.engine, raft.lock, raft.getStatus, committer)
-        gateway = Gateway(ReplicatedExecutor(raft, committer), auth, on_leased=metrics.leased)
+        executor = ReplicatedExecutor(raft, committer, options.log_format)
+        gateway = Gateway(executor, auth, on_leased=metrics.leased)
         server.add_generic_rpc_handlers(generic_handlers(gateway, metrics.observe_grpc))
         server.add_generic_rpc_handlers([cluster_handler(raft, auth, committer)])
 
@@ -181,6 +206,9 @@ class _Node:
         started = time.monotonic()
         while raft.leader_address() is None and time.monotonic() - started < 10:
             await asyncio.sleep(0.01)
+        if raft.is_leader():  # a single node: its writes are in its format from the first
+            with contextlib.suppress(KokaqError):
+                await executor.agree_format(options.log_format)
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
         if auth.open:
             print(
@@ -197,7 +225,9 @@ class _Node:
             flush=True,
         )
         background = [
-            asyncio.create_task(self._announce(raft, raft_address, grpc_address, http.address)),
+            asyncio.create_task(
+                self._announce(raft, executor, raft_address, grpc_address, http.address)
+            ),
             asyncio.create_task(self._tick(raft, committer)),
             asyncio.create_task(self._expire(committer)),
             asyncio.create_task(self._report_health(raft, health)),
@@ -230,19 +260,40 @@ class _Node:
                     await committer.write(TICK, b"", [])
 
     async def _announce(
-        self, raft: ReplicatedEngine, raft_address: str, grpc_address: str, http_address: str
+        self,
+        raft: ReplicatedEngine,
+        executor: ReplicatedExecutor,
+        raft_address: str,
+        grpc_address: str,
+        http_address: str,
     ) -> None:
-        """Until the replicated map has it, tell the group this member's gRPC address."""
+        """Until the replicated record has them, tell the group this member's
+        addresses and log format; then, on the leader, agree on the newest
+        format once every member applies it (the last member of a rolling
+        upgrade, restarted, moves the cluster on)."""
+        own = self.options.log_format
+        announced = (grpc_address, http_address, own)
+        said_pinned = False
         while True:
-            if raft.leader_address() is not None:
-                known = (
-                    raft.grpc_addresses.get(raft_address),
-                    raft.http_addresses.get(raft_address),
-                )
-                if known == (grpc_address, http_address):
-                    return
-                raft.announce(raft_address, grpc_address, http_address)
+            members = raft.members
+            if raft.leader_address() is None:
+                await asyncio.sleep(0.5)
+                continue
+            known = members.grpc.get(raft_address), members.http.get(raft_address)
+            if (*known, members.formats.get(raft_address)) != announced:
+                raft.announce(raft_address, grpc_address, http_address, own)
+            elif members.log_format < own:
+                with contextlib.suppress(KokaqError):
+                    await executor.agree_format(own)
             await asyncio.sleep(0.5)
+            if members.log_format > own and not said_pinned:
+                said_pinned = True
+                log.warning(
+                    "--log-format %d: the cluster already agreed on format %d, which "
+                    "never goes back; this member applies it",
+                    own,
+                    members.log_format,
+                )
 
     async def _report_health(self, raft: ReplicatedEngine, health: Any) -> None:
         """The gRPC health service says what /readyz says."""
@@ -260,6 +311,19 @@ class _Node:
             await asyncio.sleep(0.5)
             if expired := committer.expire():
                 log.warning("%d write batches had no answer from the Raft log", expired)
+
+
+def _stop_for_newer_format(log_format: int) -> None:
+    """The log holds a format this build cannot apply: applying on would
+    diverge from the members that can. Stop at once (the Raft thread), leaving
+    the journal as it is: this build never gets past that entry."""
+    print(
+        f"kokaq node stopped: the Raft log needs log format {log_format}, and this "
+        f"build applies formats up to {LOG_FORMAT}; run a newer kokaq on this data",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(3)
 
 
 def shorten_thread_switches() -> None:

@@ -43,7 +43,7 @@ import queue
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -53,12 +53,15 @@ from pysyncobj.transport import TCPTransport
 from kokaq.core import Engine, KokaqError
 from kokaq.server.dumps import BackgroundDumps
 from kokaq.server.journal import DurableJournal, Entry, installed
+from kokaq.server.log_format import FIRST, LOG_FORMAT
 from kokaq.server.operations import OPERATIONS
 
 __all__ = [
+    "AGREE_FORMAT",
     "ANNOUNCE",
     "TICK",
     "DurableTransport",
+    "Members",
     "RaftSettings",
     "ReplicatedEngine",
     "apply_batch",
@@ -69,9 +72,13 @@ log = logging.getLogger("kokaq.server.replication")
 
 #: The internal operation that applies due transitions (not an RPC).
 TICK = "Tick"
-#: The internal operation by which a member tells the others its gRPC address
-#: (request: "raft_address grpc_address"), so NotLeader can name where to go.
+#: The internal operation by which a member tells the others its addresses
+#: and the newest log format it applies (request: "raft grpc http format"), so
+#: NotLeader can name where to go and the cluster can agree on a format.
 ANNOUNCE = "Announce"
+#: The internal operation by which the cluster agrees on a log format
+#: (request: the format's number; see ``log_format``).
+AGREE_FORMAT = "LogFormat"
 _DUMP_FORMAT = 1
 
 
@@ -97,15 +104,59 @@ class RaftSettings:
     compaction_seconds: float = 300.0
 
 
+@dataclass
+class Members:
+    """What the members told each other through the log (replicated, in dumps):
+    each one's addresses and newest log format (by Raft address), and the
+    format they agreed on."""
+
+    grpc: dict[str, str] = field(default_factory=dict)
+    http: dict[str, str] = field(default_factory=dict)
+    formats: dict[str, int] = field(default_factory=dict)
+    log_format: int = FIRST
+
+    def announced(self, request: bytes) -> None:
+        # "raft grpc" from the first builds, "raft grpc http" from the builds
+        # before log formats (format 1), "raft grpc http format" now.
+        raft_address, grpc_address, *rest = request.decode().split(" ")
+        self.grpc[raft_address] = grpc_address
+        if rest:
+            self.http[raft_address] = rest[0]
+        self.formats[raft_address] = int(rest[1]) if len(rest) > 1 else FIRST
+
+    def supported_by_all(self, addresses: list[str]) -> int:
+        """The newest format every one of ``addresses`` announced it applies
+        (one that announced nothing counts as the first format)."""
+        return min((self.formats.get(address, FIRST) for address in addresses), default=LOG_FORMAT)
+
+    def to_dump(self) -> dict[str, Any]:
+        return {
+            "grpc_addresses": dict(self.grpc),
+            "http_addresses": dict(self.http),
+            "log_formats": dict(self.formats),
+            "log_format": self.log_format,
+        }
+
+    @classmethod
+    def from_dump(cls, dump: dict[str, Any]) -> Members:
+        return cls(
+            dict(dump.get("grpc_addresses", {})),
+            dict(dump.get("http_addresses", {})),
+            dict(dump.get("log_formats", {})),
+            int(dump.get("log_format", FIRST)),
+        )
+
+
 def apply_batch(
     engine: Engine,
     payload: bytes,
-    grpc_addresses: dict[str, str] | None = None,
-    http_addresses: dict[str, str] | None = None,
+    members: Members | None = None,
+    on_newer_format: Callable[[int], None] | None = None,
 ) -> list[Any]:
-    """Run every operation of a batch; one result (or KokaqError) each. Never raises.
-    ``grpc_addresses`` and ``http_addresses`` (raft address -> address) take
-    the announcements ("raft grpc" from older members, "raft grpc http" now)."""
+    """Run every operation of a batch; one result (or KokaqError) each. Never
+    raises. ``members`` takes the announcements and the agreed log format. A
+    format newer than this build's stops the batch there: nothing after it
+    is applied, and ``on_newer_format(format)`` is told (the node stops)."""
     try:
         now, operations = msgpack.unpackb(payload)
     except Exception as error:  # a corrupt command must not stall the log
@@ -118,11 +169,19 @@ def apply_batch(
                 results.append(engine.tick(now))
                 continue
             if name == ANNOUNCE:
-                raft_address, grpc_address, *http = bytes(request_bytes).decode().split(" ")
-                if grpc_addresses is not None:
-                    grpc_addresses[raft_address] = grpc_address
-                if http_addresses is not None and http:
-                    http_addresses[raft_address] = http[0]
+                if members is not None:
+                    members.announced(bytes(request_bytes))
+                results.append(None)
+                continue
+            if name == AGREE_FORMAT:
+                agreed = int(bytes(request_bytes))
+                if agreed > LOG_FORMAT:
+                    log.critical("the log needs format %d, newer than this build's", agreed)
+                    if on_newer_format is not None:
+                        on_newer_format(agreed)
+                    return results
+                if members is not None:
+                    members.log_format = max(members.log_format, agreed)
                 results.append(None)
                 continue
             operation = OPERATIONS[name]
@@ -179,15 +238,18 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         settings: RaftSettings | None = None,
         on_snapshot: Callable[[int], None] | None = None,
         on_state_changed: Callable[[int, int], None] | None = None,
+        on_newer_format: Callable[[int], None] | None = None,
     ) -> None:
         settings = settings or RaftSettings()
         self.self_address = self_address
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         self.engine = Engine()
-        self.grpc_addresses: dict[str, str] = {}  # replicated: raft address -> gRPC address
-        self.http_addresses: dict[str, str] = {}  # replicated: raft address -> HTTP address
+        self.members = Members()  # replicated
         self.lock = threading.Lock()
         self.on_snapshot = on_snapshot
+        self._on_newer_format = on_newer_format
+        #: A log format newer than this build's, once met: nothing more is applied.
+        self.newer_format: int | None = None
         journal_path = os.path.join(data_dir, "raft.journal")
         dump_path = os.path.join(data_dir, "raft.dump")
         self.journal = DurableJournal(journal_path, dump_path)
@@ -238,8 +300,15 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
 
     @replicated  # type: ignore[untyped-decorator]
     def apply(self, payload: bytes) -> list[Any]:
+        if self.newer_format is not None:
+            return []
         with self.lock:
-            return apply_batch(self.engine, payload, self.grpc_addresses, self.http_addresses)
+            return apply_batch(self.engine, payload, self.members, self._met_newer_format)
+
+    def _met_newer_format(self, log_format: int) -> None:
+        self.newer_format = log_format
+        if self._on_newer_format is not None:
+            self._on_newer_format(log_format)
 
     def submit(self, payload: bytes, callback: Callable[[Any, int], None]) -> None:
         """Propose a batch; ``callback(results, fail_reason)`` runs in the Raft thread."""
@@ -283,8 +352,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         thread may have held it at the fork, and would hold it forever here)."""
         last, prev, cluster = point
         dump = {
-            "grpc_addresses": dict(self.grpc_addresses),
-            "http_addresses": dict(self.http_addresses),
+            **self.members.to_dump(),
             "format": _DUMP_FORMAT,
             "engine": self.engine.snapshot(),
             "last": list(last),
@@ -296,10 +364,13 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
     def _read_dump(self, path: str) -> tuple[Entry, Entry, list[str]]:
         with open(path, "rb") as f:
             dump = msgpack.unpackb(f.read())
+        members = Members.from_dump(dump)
+        if members.log_format > LOG_FORMAT:
+            log.critical("the dump needs log format %d", members.log_format)
+            self._met_newer_format(members.log_format)
         with self.lock:
             self.engine = Engine.restore(dump["engine"])
-            self.grpc_addresses = dict(dump.get("grpc_addresses", {}))
-            self.http_addresses = dict(dump.get("http_addresses", {}))
+            self.members = members
         if self.on_snapshot is not None:
             self.on_snapshot(int(dump["last"][1]))
         # The members at the snapshot, less this one: PySyncObj (with dynamic
@@ -320,17 +391,19 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         """Where clients should send writes: the leader's gRPC address, once it
         has announced it (None before: a Raft address would mislead clients)."""
         leader = self.leader_address()
-        return None if leader is None else self.grpc_addresses.get(leader)
+        return None if leader is None else self.members.grpc.get(leader)
 
     def leader_http(self) -> str | None:
         """The leader's HTTP address (REST, dashboard), once announced."""
         leader = self.leader_address()
-        return None if leader is None else self.http_addresses.get(leader)
+        return None if leader is None else self.members.http.get(leader)
 
-    def announce(self, raft_address: str, grpc_address: str, http_address: str) -> None:
+    def announce(
+        self, raft_address: str, grpc_address: str, http_address: str, log_format: int
+    ) -> None:
         """Propose (through the leader, from any member) this member's gRPC and
-        HTTP addresses."""
-        request = f"{raft_address} {grpc_address} {http_address}".encode()
+        HTTP addresses and the newest log format it will apply."""
+        request = f"{raft_address} {grpc_address} {http_address} {log_format}".encode()
         payload = msgpack.packb([0, [[ANNOUNCE, request, []]]])
         self.submit(payload, lambda result, error: None)
 
@@ -382,6 +455,12 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
     def is_leader(self) -> bool:
         return bool(self._isLeader())
 
+    def format_all_apply(self, own: int) -> int:
+        """The newest log format every member applies: ``own`` for this one,
+        what the others of the Raft configuration announced."""
+        others = [str(node.id) for node in list(self._SyncObj__otherNodes)]
+        return min(own, self.members.supported_by_all(others))
+
     def getStatus(self) -> dict[str, Any]:
         """PySyncObj's status, plus what the journal did with deleted entries."""
         status: dict[str, Any] = super().getStatus()
@@ -389,6 +468,7 @@ class ReplicatedEngine(SyncObj):  # type: ignore[misc]
         status["journal_syncs"] = self.journal.syncs
         status["journal_kept_on_resend"] = self.journal.kept_on_resend
         status["journal_dropped_on_conflict"] = self.journal.dropped_on_conflict
+        status["log_format"] = self.members.log_format
         return status
 
     def term(self) -> int:

@@ -1995,24 +1995,35 @@ class Member(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     CONNECTED_FIELD_NUMBER: _builtins.int
     MATCH_INDEX_FIELD_NUMBER: _builtins.int
+    LOG_FORMAT_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """Raft address"""
     connected: _builtins.bool
     match_index: _builtins.int
     """known on the leader only"""
+    log_format: _builtins.int
+    """The newest log format the member applies, as it announced (absent: not yet
+    announced; 1: a build before log formats).
+    """
     def __init__(
         self,
         *,
         address: _builtins.str = ...,
         connected: _builtins.bool = ...,
         match_index: _builtins.int | None = ...,
+        log_format: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_match_index", b"_match_index", "match_index", b"match_index"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_log_format", b"_log_format", "_match_index", b"_match_index", "log_format", b"log_format", "match_index", b"match_index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_match_index", b"_match_index", "address", b"address", "connected", b"connected", "match_index", b"match_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_log_format", b"_log_format", "_match_index", b"_match_index", "address", b"address", "connected", b"connected", "log_format", b"log_format", "match_index", b"match_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__log_format: _TypeAlias = _typing.Literal["log_format"]  # noqa: Y015
+    _WhichOneofArgType__log_format: _TypeAlias = _typing.Literal["_log_format", b"_log_format"]  # noqa: Y015
     _WhichOneofReturnType__match_index: _TypeAlias = _typing.Literal["match_index"]  # noqa: Y015
     _WhichOneofArgType__match_index: _TypeAlias = _typing.Literal["_match_index", b"_match_index"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_format) -> _WhichOneofReturnType__log_format | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__match_index) -> _WhichOneofReturnType__match_index | None: ...
 
 Global___Member: _TypeAlias = Member  # noqa: Y015
@@ -2031,6 +2042,8 @@ class ClusterStatus(_message.Message):
     APPLIED_INDEX_FIELD_NUMBER: _builtins.int
     HAS_QUORUM_FIELD_NUMBER: _builtins.int
     STATE_DIGEST_FIELD_NUMBER: _builtins.int
+    LOG_FORMAT_FIELD_NUMBER: _builtins.int
+    NODE_LOG_FORMAT_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     """this node's Raft address"""
     role: _builtins.str
@@ -2047,6 +2060,13 @@ class ClusterStatus(_message.Message):
     """With StatusRequest.with_digest: SHA-256 of this replica's engine snapshot.
     Replicas that applied the same entries have the same digest.
     """
+    log_format: _builtins.int
+    """The log format the members agreed on: a write that needs a newer one is
+    held to it (a job's result is not kept, a progress report only extends
+    the lease) until every member applies the newer one. It never goes back.
+    """
+    node_log_format: _builtins.int
+    """this node's, as it announced"""
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
     def __init__(
@@ -2062,21 +2082,27 @@ class ClusterStatus(_message.Message):
         applied_index: _builtins.int = ...,
         has_quorum: _builtins.bool = ...,
         state_digest: _builtins.str | None = ...,
+        log_format: _builtins.int = ...,
+        node_log_format: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "_leader_grpc", b"_leader_grpc", "_state_digest", b"_state_digest", "leader", b"leader", "leader_grpc", b"leader_grpc", "state_digest", b"state_digest"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "_leader_grpc", b"_leader_grpc", "_node_log_format", b"_node_log_format", "_state_digest", b"_state_digest", "leader", b"leader", "leader_grpc", b"leader_grpc", "node_log_format", b"node_log_format", "state_digest", b"state_digest"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "_leader_grpc", b"_leader_grpc", "_state_digest", b"_state_digest", "applied_index", b"applied_index", "commit_index", b"commit_index", "has_quorum", b"has_quorum", "leader", b"leader", "leader_grpc", b"leader_grpc", "members", b"members", "node", b"node", "role", b"role", "state_digest", b"state_digest", "term", b"term"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_leader", b"_leader", "_leader_grpc", b"_leader_grpc", "_node_log_format", b"_node_log_format", "_state_digest", b"_state_digest", "applied_index", b"applied_index", "commit_index", b"commit_index", "has_quorum", b"has_quorum", "leader", b"leader", "leader_grpc", b"leader_grpc", "log_format", b"log_format", "members", b"members", "node", b"node", "node_log_format", b"node_log_format", "role", b"role", "state_digest", b"state_digest", "term", b"term"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__leader: _TypeAlias = _typing.Literal["leader"]  # noqa: Y015
     _WhichOneofArgType__leader: _TypeAlias = _typing.Literal["_leader", b"_leader"]  # noqa: Y015
     _WhichOneofReturnType__leader_grpc: _TypeAlias = _typing.Literal["leader_grpc"]  # noqa: Y015
     _WhichOneofArgType__leader_grpc: _TypeAlias = _typing.Literal["_leader_grpc", b"_leader_grpc"]  # noqa: Y015
+    _WhichOneofReturnType__node_log_format: _TypeAlias = _typing.Literal["node_log_format"]  # noqa: Y015
+    _WhichOneofArgType__node_log_format: _TypeAlias = _typing.Literal["_node_log_format", b"_node_log_format"]  # noqa: Y015
     _WhichOneofReturnType__state_digest: _TypeAlias = _typing.Literal["state_digest"]  # noqa: Y015
     _WhichOneofArgType__state_digest: _TypeAlias = _typing.Literal["_state_digest", b"_state_digest"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__leader) -> _WhichOneofReturnType__leader | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__leader_grpc) -> _WhichOneofReturnType__leader_grpc | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__node_log_format) -> _WhichOneofReturnType__node_log_format | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__state_digest) -> _WhichOneofReturnType__state_digest | None: ...
 

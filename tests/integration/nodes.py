@@ -137,11 +137,14 @@ def start_cluster(
     args: Sequence[str] = (),
     hosts: Sequence[str] = (),
     prefixes: Sequence[Sequence[str]] = (),
+    member_args: Sequence[Sequence[str]] = (),
 ) -> list[NodeProcess]:
     """``size`` members started together (none is ready alone), on 127.0.0.1
-    unless ``hosts`` names one per member (run through ``prefixes``)."""
+    unless ``hosts`` names one per member (run through ``prefixes``); each
+    with ``args``, then its own ``member_args``."""
     hosts = hosts or ["127.0.0.1"] * size
     prefixes = prefixes or [()] * size
+    member_args = member_args or [()] * size
     raft = [f"{host}:{port}" for host, port in zip(hosts, free_ports(size), strict=True)]
     nodes = [
         NodeProcess(
@@ -151,6 +154,7 @@ def start_cluster(
             "--cluster-secret",
             secret,
             *args,
+            *member_args[i],
             raft_listen=raft[i],
             prefix=prefixes[i],
         )

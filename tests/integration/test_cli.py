@@ -209,8 +209,10 @@ def test_cluster_status(kokaq: Kokaq, node: NodeProcess) -> None:
     status = kokaq.json("cluster", "status")
     assert status["role"] == "leader" and status["members"] == []
     assert status["leader"] == node.raft and status["leader_grpc"] == node.grpc
+    assert status["log_format"] == 2  # a single node agrees before it says it is ready
     text = kokaq("cluster", "status").stdout
     assert f"leader:   {node.raft} (gRPC {node.grpc})" in text
+    assert "log format: 2 (this node applies " in text
 
 
 def test_server_refuses_bad_raft_timing(tmp_path: Path) -> None:

@@ -477,3 +477,66 @@ def test_members_join_leave_and_hand_over_leadership_under_load(
     finally:
         producers.stop()
         fourth.kill()  # the three others are the fixture's
+
+
+def test_a_rolling_upgrade_agrees_on_a_newer_log_format_once_every_member_applies_it(
+    tmp_path: Path,
+) -> None:
+    """One member held to log format 1 stands for the member not upgraded yet:
+    the others keep every write in terms it applies (no results, no progress),
+    so the replicas never differ; once it runs unpinned, the cluster agrees
+    on format 2 and keeps them."""
+    nodes = start_cluster(str(tmp_path), member_args=[(), (), ("--log-format", "1")])
+    last = nodes[2]
+    try:
+
+        def statuses() -> list[calls.ClusterStatus]:
+            found = []
+            for node in nodes:
+                with Client(node.grpc, retry=RetryPolicy(timeout=0)) as direct:
+                    found.append(direct.cluster_status())
+            return found
+
+        def announced_formats() -> list[int | None]:
+            return [status.node_log_format for status in statuses()]
+
+        wait_until(lambda: announced_formats() == [2, 2, 1], timeout=20)
+        time.sleep(1.0)  # two rounds of the members' agreement loop
+        assert [status.log_format for status in statuses()] == [1, 1, 1]
+        leader = leader_of(nodes)
+        (seen_by_leader,) = [s for s in statuses() if s.role == "leader"]
+        assert sorted((m.address, m.log_format) for m in seen_by_leader.members) == sorted(
+            (n.raft, 1 if n is last else 2) for n in nodes if n is not leader
+        )
+
+        def run_job(client: Client, payload: bytes) -> str:
+            queue = client.queue("n", "q")
+            queue.enqueue(payload)
+            (held,) = queue.dequeue()
+            held.report_progress({"at": payload.decode()})
+            held.ack(result=payload)
+            return held.id
+
+        with Client(nodes[0].grpc) as client:
+            client.create_namespace("n")
+            client.create_queue("n", "q")
+            before = run_job(client, b"before")
+            view = client.queue("n", "q").get(before)
+            assert (view.result, view.progress) == (None, None)
+        wait_until(lambda: len(replica_states(nodes)) == 1, timeout=20)
+
+        last.stop()
+        last.args = last.args[:-2]  # the upgrade's last step: run it as the others
+        last.start()
+        wait_until(lambda: [s.log_format for s in statuses()] == [2, 2, 2], timeout=20)
+        with Client(nodes[0].grpc) as client:
+            after = run_job(client, b"after")
+            view = client.queue("n", "q").get(after)
+            assert (view.result, view.progress) == (b"after", '{"at":"after"}')
+            assert client.queue("n", "q").get(before).result is None
+        wait_until(lambda: len(replica_states(nodes)) == 1, timeout=20)
+        with httpx.Client(base_url=f"http://{last.http}", timeout=10) as http:
+            assert value(scrape(http), "kokaq_raft_log_format") == 2
+    finally:
+        for node in nodes:
+            node.kill()

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from kokaq.client import Client
-from kokaq.core import MessageState, PermissionDenied, QueueConfig, Unauthenticated
+from kokaq.core import (
+    InvalidArgument,
+    MessageState,
+    PermissionDenied,
+    QueueConfig,
+    Unauthenticated,
+)
 from tests.integration.nodes import NodeProcess, Producers, send_pickle, wait_until
 
 
@@ -194,3 +200,66 @@ def test_first_read_after_restart_sees_every_write(tmp_path: Path) -> None:
     finally:
         client.close()
         node.kill()
+
+
+def test_a_node_held_to_log_format_1_keeps_no_results_until_it_is_let_go(tmp_path: Path) -> None:
+    """--log-format 1 (a member of a rolling upgrade that keeps the way back
+    open): a progress report only extends the lease and an ack keeps no
+    result, as the builds before formats would apply them; restarted without
+    the pin, the node agrees on format 2 and keeps both."""
+    data = str(tmp_path / "data")
+    node = NodeProcess(data, "--log-format", "1").start()
+    try:
+        client = Client(node.grpc)
+        wait_until(lambda: client.cluster_status().node_log_format == 1)
+        assert client.cluster_status().log_format == 1
+        client.create_namespace("n")
+        client.create_queue("n", "q")
+        queue = client.queue("n", "q")
+        queue.enqueue(b"first")
+        (held,) = queue.dequeue()
+        leased_until = held.lock_deadline
+        assert leased_until is not None
+        time.sleep(0.05)
+        assert held.report_progress({"step": 1}) > leased_until  # still a heartbeat
+        with pytest.raises(InvalidArgument) as refused:
+            held.report_progress("x" * 5000)
+        assert refused.value.field == "progress"
+        held.ack(result=b"done")
+        first = queue.get(held.id)
+        assert (first.state, first.result, first.progress) == (MessageState.SUCCEEDED, None, None)
+        assert "job results and progress reports are not kept" in node.text
+        assert node.stop() == 0
+
+        node = NodeProcess(data).start()
+        client = Client(node.grpc)
+        assert client.cluster_status().log_format == 2  # agreed before it said it was ready
+        queue = client.queue("n", "q")
+        queue.enqueue(b"second")
+        (held,) = queue.dequeue()
+        held.report_progress({"step": 1})
+        assert queue.get(held.id).progress == '{"step":1}'
+        held.ack(result=b"done")
+        assert queue.get(held.id).result == b"done"
+        assert queue.get(first.id).result is None  # what format 1 applied stays
+        assert node.stop() == 0
+
+        # Pinned again: an agreed format never goes back; the node applies it.
+        node = NodeProcess(data, "--log-format", "1").start()
+        client = Client(node.grpc)
+        assert client.cluster_status().log_format == 2
+        wait_until(lambda: "already agreed on format 2" in node.text)
+        queue = client.queue("n", "q")
+        queue.enqueue(b"third")
+        (held,) = queue.dequeue()
+        held.ack(result=b"kept")
+        assert queue.get(held.id).result == b"kept"
+    finally:
+        node.kill()
+
+
+def test_a_log_format_this_build_does_not_have_is_refused(tmp_path: Path) -> None:
+    node = NodeProcess(str(tmp_path), "--log-format", "3")
+    with pytest.raises(RuntimeError, match="did not become ready"):
+        node.start(timeout=10)
+    assert "log_format: must be 1 to 2" in node.text

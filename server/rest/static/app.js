@@ -336,11 +336,12 @@ async function refreshCluster() {
   status.textContent = c.role === "leader" ? "leader (this node)" : `${c.role} · leader ${c.leader ?? "unknown"}`;
   status.className = `pill ${c.leader && c.has_quorum ? "ok" : "bad"}`;
   const fields = { node: c.node, role: c.role, leader: c.leader ?? "–", "leader gRPC": c.leader_grpc ?? "–",
-    term: c.term, "commit index": c.commit_index, "applied index": c.applied_index, quorum: c.has_quorum ? "yes" : "no" };
+    term: c.term, "commit index": c.commit_index, "applied index": c.applied_index, quorum: c.has_quorum ? "yes" : "no",
+    "log format": c.log_format };
   $("#cluster-fields").replaceChildren(...Object.entries(fields).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
   setRows("#members-table", c.members.map((m) => el("tr", {}, el("td", {}, m.address),
     el("td", {}, m.connected ? "yes" : "no"), el("td", { class: "num" }, number(m.match_index)),
-    el("td", { class: "num" }, number(m.lag)))));
+    el("td", { class: "num" }, number(m.lag)), el("td", { class: "num" }, number(m.log_format)))));
 }
 
 async function refreshNamespaces() {
