@@ -180,6 +180,16 @@ def purge_queue(namespace: str, name: str) -> Call[int]:
     return Call("PurgeQueue", pb.QueueRequest(namespace=namespace, queue=name), _count)
 
 
+def pause_queue(namespace: str, name: str) -> Call[QueueInfo]:
+    request = pb.QueueRequest(namespace=namespace, queue=name)
+    return Call("PauseQueue", request, cv.queue_info_from_proto)
+
+
+def resume_queue(namespace: str, name: str) -> Call[QueueInfo]:
+    request = pb.QueueRequest(namespace=namespace, queue=name)
+    return Call("ResumeQueue", request, cv.queue_info_from_proto)
+
+
 def stats(namespace: str, name: str) -> Call[QueueStats]:
     return Call("GetStats", pb.QueueRequest(namespace=namespace, queue=name), cv.stats_from_proto)
 

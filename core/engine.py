@@ -138,6 +138,28 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
         queues = self._namespace(namespace).queues
         return [_queue_info(queues[name]) for name in sorted(queues)]
 
+    def pause_queue(self, namespace: str, name: str, *, now: int) -> QueueInfo:
+        """Dispatch nothing from the queue until ``resume_queue``: dequeues
+        (and workers) get nothing from it, a weighted dequeue serves its other
+        queues. Everything else goes on: enqueues, peeks, settling the leases
+        already held, and the timers (delays, TTLs, lease expiry, retention).
+        Pausing a paused queue changes nothing (it stays paused since then)."""
+        now = self._clock(now)
+        queue = self._queue(namespace, name)
+        if queue.paused_at is None:
+            queue.paused_at = queue.updated_at = now
+        return _queue_info(queue)
+
+    def resume_queue(self, namespace: str, name: str, *, now: int) -> QueueInfo:
+        """Dispatch from the queue again, in the order it would have had.
+        Resuming a running queue changes nothing."""
+        now = self._clock(now)
+        queue = self._queue(namespace, name)
+        if queue.paused_at is not None:
+            queue.paused_at = None
+            queue.updated_at = now
+        return _queue_info(queue)
+
     def update_queue(
         self, namespace: str, name: str, config: QueueConfig, *, now: int
     ) -> QueueInfo:
@@ -587,6 +609,7 @@ class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
             dead=len(q.dead),
             oldest_ready_age_ms=None if oldest is None else at - oldest.created_at,
             totals=q.totals.as_dict(),
+            paused=q.paused_at is not None,
         )
 
     # -- time-driven transitions ---------------------------------------------------------
@@ -655,7 +678,14 @@ def _valid_queue_config(config: QueueConfig | None) -> QueueConfig:
 
 
 def _queue_info(queue: Queue) -> QueueInfo:
-    return QueueInfo(queue.namespace, queue.name, queue.config, queue.created_at, queue.updated_at)
+    return QueueInfo(
+        queue.namespace,
+        queue.name,
+        queue.config,
+        queue.created_at,
+        queue.updated_at,
+        queue.paused_at,
+    )
 
 
 def _duplicate(queue: Queue, first_id: str) -> EnqueueResult:

@@ -106,6 +106,7 @@ class Queue:
         "name",
         "namespace",
         "oldest_ready",
+        "paused_at",
         "scheduler",
         "seqs",
         "succeeded",
@@ -123,6 +124,7 @@ class Queue:
         self.seqs = seqs
         self.created_at = now
         self.updated_at = now
+        self.paused_at: int | None = None  # while set, lease() dispatches nothing
         self.messages: dict[str, Message] = {}
         self.scheduler = make_scheduler(config)
         self.oldest_ready = OldestIndex(READY)
@@ -266,8 +268,11 @@ class Queue:
     # -- dequeue -----------------------------------------------------------------
 
     def lease(self, max_count: int, lock_id: str, lease_ms: int, now: int) -> list[Message]:
-        """Dispatch up to ``max_count`` messages, each leased until ``now + lease_ms``."""
+        """Dispatch up to ``max_count`` messages, each leased until ``now + lease_ms``
+        (none while the queue is paused)."""
         out: list[Message] = []
+        if self.paused_at is not None:
+            return out
         pop = self.scheduler.pop
         push = self.leased.push
         deadline = now + lease_ms

@@ -83,6 +83,7 @@ class QueueStats:
     dead: int
     oldest_ready_age_ms: int | None  # None when nothing is ready
     totals: dict[str, int]
+    paused: bool = False  # dispatching nothing (Engine.pause_queue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ class QueueInfo:
     config: QueueConfig
     created_at: int
     updated_at: int
+    paused_at: int | None = None  # since when it dispatches nothing; None: running
 
 
 @dataclass(frozen=True, slots=True)

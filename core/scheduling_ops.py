@@ -48,7 +48,7 @@ class SchedulingOps(EngineCore):
         for q in chosen.values():
             q.apply_due(now, Transitions())
         mix = self._mixes.get(mix_key)
-        mix.sync({name: len(q.scheduler) > 0 for name, q in chosen.items()})
+        mix.sync({name: len(q.scheduler) > 0 and q.paused_at is None for name, q in chosen.items()})
         level = mix.level
         leased: list[MessageView] = []
         while len(leased) < max_count and len(level):

@@ -82,6 +82,9 @@ def _dump_queue(q: Queue) -> list[Any]:
         [m.id for m in q.succeeded],
         [[key, first_id, at] for key, (first_id, at) in q.dedup.items()],
         [[at, key] for at, key in q.dedup_order],
+        # Only when paused: builds before pausing refuse a longer record, and
+        # no queue is paused before every member applies log format 3.
+        *([q.paused_at] if q.paused_at is not None else []),
     ]
 
 
@@ -97,9 +100,11 @@ def _load_queue(namespace: str, data: list[Any], seqs: SeqCounter) -> Queue:
         succeeded,
         dedup,
         order,
-    ) = data
+        paused_at,
+    ) = [*data, None][:11]  # a running queue: 10 (and the builds before pausing)
     queue = Queue(namespace, name, QueueConfig.from_dict(config), created_at, seqs)
     queue.updated_at = updated_at
+    queue.paused_at = paused_at
     queue.totals = Totals.from_dict(totals)
     for fields in messages:
         message = _load_message(fields)

@@ -161,6 +161,7 @@ def queue_info_to_proto(info: QueueInfo) -> pb.QueueInfo:
         name=info.name,
         created_at=info.created_at,
         updated_at=info.updated_at,
+        paused_at=info.paused_at,
     )
     dict_to_message(info.config.to_dict(), out.config)
     return out
@@ -173,6 +174,7 @@ def queue_info_from_proto(message: pb.QueueInfo) -> QueueInfo:
         config=queue_config_from_proto(message.config),
         created_at=message.created_at,
         updated_at=message.updated_at,
+        paused_at=message.paused_at if message.HasField("paused_at") else None,
     )
 
 
@@ -206,6 +208,7 @@ def stats_to_proto(stats: QueueStats) -> pb.QueueStats:
         dead=stats.dead,
         oldest_ready_age_ms=stats.oldest_ready_age_ms,
         totals=stats.totals,
+        paused=stats.paused,
     )
 
 
@@ -234,6 +237,7 @@ def stats_from_proto(message: pb.QueueStats) -> QueueStats:
             message.oldest_ready_age_ms if message.HasField("oldest_ready_age_ms") else None
         ),
         totals=dict(message.totals),
+        paused=message.paused,
     )
 
 

@@ -161,7 +161,7 @@ def _show_queues(session: Session, infos: list[QueueInfo]) -> None:
         stats = session.client.queue(i.namespace, i.name).stats()
         rows.append(
             [
-                i.name,
+                i.name if i.paused_at is None else f"{i.name} (paused)",
                 stats.ready,
                 stats.delayed,
                 stats.leased,
@@ -246,6 +246,25 @@ def queue_purge(session: Session, queue: str) -> None:
     emit(session, {"purged": count}, lambda: click.echo(f"purged {count} messages"))
 
 
+@queue.command("pause", epilog="Example: kokaq queue pause orders")
+@click.argument("queue")
+@client_command
+def queue_pause(session: Session, queue: str) -> None:
+    """Dispatch nothing from a queue until it is resumed (consumers and
+    workers get nothing from it; enqueues, settles and timers go on)."""
+    info = session.queue(queue).pause()
+    emit(session, info, lambda: click.echo(f"paused queue {info.namespace}/{info.name}"))
+
+
+@queue.command("resume", epilog="Example: kokaq queue resume orders")
+@click.argument("queue")
+@client_command
+def queue_resume(session: Session, queue: str) -> None:
+    """Dispatch from a paused queue again."""
+    info = session.queue(queue).resume()
+    emit(session, info, lambda: click.echo(f"resumed queue {info.namespace}/{info.name}"))
+
+
 @queue.command("stats", epilog="Example: kokaq queue stats orders")
 @click.argument("queue")
 @client_command
@@ -264,5 +283,7 @@ def queue_stats(session: Session, queue: str) -> None:
         rows += [[f"total {k}", v] for k, v in sorted(stats.totals.items())]
         table(rows, ["count", "value"])
         click.echo(f"oldest ready: {readable_ms(stats.oldest_ready_age_ms)} ago")
+        if stats.paused:
+            click.echo("paused: dispatches nothing until `kokaq queue resume`")
 
     emit(session, stats, human)

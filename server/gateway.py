@@ -16,7 +16,7 @@ from kokaq.protocol import convert as cv
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.auth import Authenticator
 from kokaq.server.committer import new_ids
-from kokaq.server.log_format import LOG_FORMAT, format_needed, in_format
+from kokaq.server.log_format import HELD_BACK, LOG_FORMAT, format_needed, in_format
 from kokaq.server.operations import OPERATIONS, ids_needed
 
 __all__ = ["Executor", "Gateway"]
@@ -54,7 +54,7 @@ class Gateway:
         #: Told each write just before it goes to the log (the worker sessions
         #: watch for enqueues).
         self.on_write: Callable[[str, ProtoMessage], None] | None = None
-        self._said_format = False  # warned that writes are held to an older log format
+        self._said_format: set[int] = set()  # formats whose writes were held back (warned)
 
     def authorize(self, name: str, request: ProtoMessage, key: str | None) -> None:
         operation = OPERATIONS[name]
@@ -110,13 +110,13 @@ class Gateway:
         agreed = self.executor.log_format()
         if needed > agreed:
             agreed = await self.executor.agree_format(needed)
-            if needed > agreed and not self._said_format:
-                self._said_format = True
+            if needed > agreed and needed not in self._said_format:
+                self._said_format.add(needed)
                 log.warning(
                     "the cluster's log format is %d (a member applies no newer, or is "
-                    "pinned with --log-format): job results and progress reports are "
-                    "not kept until every member applies format %d",
+                    "pinned with --log-format): %s until every member applies format %d",
                     agreed,
+                    HELD_BACK[needed],
                     needed,
                 )
         return agreed

@@ -16,6 +16,8 @@ Kafka's ``metadata.version``.
 2. job results (``AckBatchItem.result``) and progress reports (``ReportProgress``).
    In format 1 a result is not kept and a progress report is a ``Refresh``
    (the lease is still extended; the report itself is not kept).
+3. paused queues (``PauseQueue``, ``ResumeQueue``; a paused queue's snapshot
+   record). Before it they are refused: no older write means the same.
 """
 
 from __future__ import annotations
@@ -24,20 +26,28 @@ from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
-from kokaq.core import MAX_PROGRESS
+from kokaq.core import MAX_PROGRESS, FailedPrecondition
 from kokaq.core.validation import check_text
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 
-__all__ = ["FIRST", "LOG_FORMAT", "format_needed", "in_format"]
+__all__ = ["FIRST", "HELD_BACK", "LOG_FORMAT", "format_needed", "in_format"]
 
 #: The newest format this build writes and applies.
-LOG_FORMAT = 2
+LOG_FORMAT = 3
 #: The format of members that announce none (builds before formats existed).
 FIRST = 1
+#: What a cluster held to an older format does without, by the format that brings it.
+HELD_BACK = {
+    2: "job results and progress reports are not kept",
+    3: "queues cannot be paused",
+}
+_NEEDS_3 = frozenset({"PauseQueue", "ResumeQueue"})
 
 
 def format_needed(name: str, request: Any) -> int:
     """The oldest log format that holds this write as it is."""
+    if name in _NEEDS_3:
+        return 3
     if name == "ReportProgress":
         return 2
     if name == "AckBatch" and any(item.result for item in request.items):
@@ -47,8 +57,14 @@ def format_needed(name: str, request: Any) -> int:
 
 def in_format(name: str, request: Any, log_format: int) -> tuple[str, ProtoMessage]:
     """The write that an older ``log_format`` holds in place of this one."""
-    if log_format >= format_needed(name, request):
+    needed = format_needed(name, request)
+    if log_format >= needed:
         return name, request
+    if name in _NEEDS_3:
+        raise FailedPrecondition(
+            f"the cluster's log format is {log_format}; {name} needs format {needed}: "
+            "every member must run a build that applies it (kokaq cluster status)"
+        )
     if name == "ReportProgress":
         # Refused as the newer build would refuse it, though it is not kept.
         check_text("progress", request.progress, MAX_PROGRESS)

@@ -4,7 +4,8 @@ The engine emits nothing (it is pure); these observe it from outside:
 
 * read from the engine at scrape time — the replicated per-queue totals
   (``kokaq_messages_{enqueued,dequeued,acked,nacked,dead_lettered,expired}_total``),
-  ``kokaq_queue_messages{state}``, ``kokaq_queue_oldest_ready_age_seconds`` and
+  ``kokaq_queue_messages{state}``, ``kokaq_queue_oldest_ready_age_seconds``,
+  ``kokaq_queue_paused`` and
   ``kokaq_scheduler_share_ratio`` (achieved over configured share: one row per
   band with ``key=""``, and one per fairness key for the ten most served keys
   of each band, the rest summed under ``key="other"``);
@@ -97,6 +98,9 @@ class _EngineCollector(Collector):
         oldest = GaugeMetricFamily(
             "kokaq_queue_oldest_ready_age_seconds", "Age of the oldest ready message", labels=labels
         )
+        paused = GaugeMetricFamily(
+            "kokaq_queue_paused", "1 while the queue dispatches nothing (paused)", labels=labels
+        )
         shares = GaugeMetricFamily(
             "kokaq_scheduler_share_ratio",
             "Achieved over configured share of dispatched cost (key='' for the band as a whole)",
@@ -114,11 +118,12 @@ class _EngineCollector(Collector):
                         depth.add_metric([*at, state], getattr(stats, state))
                     if stats.oldest_ready_age_ms is not None:
                         oldest.add_metric(at, stats.oldest_ready_age_ms / 1000)
+                    paused.add_metric(at, int(stats.paused))
                     _add_shares(
                         shares, at, engine.scheduling_stats(ns.name, info.name, key_limit=1000)
                     )
         yield from totals.values()
-        yield from (depth, oldest, shares)
+        yield from (depth, oldest, paused, shares)
         yield from _raft_metrics(self._raft_status())
 
 

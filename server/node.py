@@ -165,9 +165,17 @@ class _Node:
         def ready_count(namespace: str, queue: str) -> int | None:
             with raft.lock:
                 try:
-                    return raft.engine.stats(namespace, queue).ready
+                    stats = raft.engine.stats(namespace, queue)
                 except KokaqError:
                     return None
+            return 0 if stats.paused else stats.ready
+
+        def paused(namespace: str, queue: str) -> bool:
+            with raft.lock:
+                try:
+                    return raft.engine.get_queue(namespace, queue).paused_at is not None
+                except KokaqError:
+                    return False
 
         def lease_end(namespace: str, queue: str, message_id: str, lock_id: str) -> int | None:
             with raft.lock:
@@ -177,7 +185,7 @@ class _Node:
                     return None
             return view.lock_deadline if view.lock_id == lock_id else None
 
-        workers = WorkerSessions(gateway, wakeup, ready_count, committer.propose, lease_end)
+        workers = WorkerSessions(gateway, wakeup, ready_count, committer.propose, lease_end, paused)
         gateway.on_write = workers.saw_write
         committer.before_flush = workers.lease_arrivals
         metrics.watch_workers(lambda: workers.count, lambda: workers.given_back)

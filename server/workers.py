@@ -86,7 +86,9 @@ class Wakeup:
             self.notify()
 
 
-ReadyCount = Callable[[str, str], "int | None"]  # (namespace, queue) -> ready now, if known
+# (namespace, queue) -> how many it would dispatch now (none while paused), if known
+ReadyCount = Callable[[str, str], "int | None"]
+Paused = Callable[[str, str], bool]  # (namespace, queue) -> whether it is paused now
 Propose = Callable[[str, bytes, list[str]], "asyncio.Future[Any]"]  # Committer.propose
 # (namespace, queue, message id, lock id) -> that lease's deadline now, if it is live
 LeaseEnd = Callable[[str, str, str, str], "int | None"]
@@ -245,10 +247,12 @@ class WorkerSessions:
         ready_count: ReadyCount | None = None,
         propose: Propose | None = None,
         lease_end: LeaseEnd | None = None,
+        paused: Paused | None = None,
     ) -> None:
         self._gateway = gateway
         self._wakeup = wakeup
         self._ready_count = ready_count
+        self._paused = paused
         self._propose = propose
         self._lease_end = lease_end
         self._claimed: dict[tuple[str, str], int] = {}
@@ -531,7 +535,7 @@ class WorkerSessions:
         now = wall_clock_ms()
         for where, count in arrivals.items():
             sessions = self._waiting_on(where)
-            if not sessions:
+            if not sessions or (self._paused is not None and self._paused(*where)):
                 continue
             first = self._turn % len(sessions)
             self._turn += 1

@@ -767,10 +767,13 @@ class QueueInfo(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    PAUSED_AT_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     name: _builtins.str
     created_at: _builtins.int
     updated_at: _builtins.int
+    paused_at: _builtins.int
+    """since when it dispatches nothing (PauseQueue); absent: running"""
     @_builtins.property
     def config(self) -> Global___QueueConfig: ...
     def __init__(
@@ -781,12 +784,15 @@ class QueueInfo(_message.Message):
         config: Global___QueueConfig | None = ...,
         created_at: _builtins.int = ...,
         updated_at: _builtins.int = ...,
+        paused_at: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_paused_at", b"_paused_at", "config", b"config", "paused_at", b"paused_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created_at", b"created_at", "name", b"name", "namespace", b"namespace", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_paused_at", b"_paused_at", "config", b"config", "created_at", b"created_at", "name", b"name", "namespace", b"namespace", "paused_at", b"paused_at", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__paused_at: _TypeAlias = _typing.Literal["paused_at"]  # noqa: Y015
+    _WhichOneofArgType__paused_at: _TypeAlias = _typing.Literal["_paused_at", b"_paused_at"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__paused_at) -> _WhichOneofReturnType__paused_at | None: ...
 
 Global___QueueInfo: _TypeAlias = QueueInfo  # noqa: Y015
 
@@ -1735,12 +1741,15 @@ class QueueStats(_message.Message):
     DEAD_FIELD_NUMBER: _builtins.int
     OLDEST_READY_AGE_MS_FIELD_NUMBER: _builtins.int
     TOTALS_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
     ready: _builtins.int
     delayed: _builtins.int
     leased: _builtins.int
     succeeded: _builtins.int
     dead: _builtins.int
     oldest_ready_age_ms: _builtins.int
+    paused: _builtins.bool
+    """dispatching nothing (PauseQueue)"""
     @_builtins.property
     def totals(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
@@ -1753,10 +1762,11 @@ class QueueStats(_message.Message):
         dead: _builtins.int = ...,
         oldest_ready_age_ms: _builtins.int | None = ...,
         totals: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        paused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_oldest_ready_age_ms", b"_oldest_ready_age_ms", "oldest_ready_age_ms", b"oldest_ready_age_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_oldest_ready_age_ms", b"_oldest_ready_age_ms", "dead", b"dead", "delayed", b"delayed", "leased", b"leased", "oldest_ready_age_ms", b"oldest_ready_age_ms", "ready", b"ready", "succeeded", b"succeeded", "totals", b"totals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_oldest_ready_age_ms", b"_oldest_ready_age_ms", "dead", b"dead", "delayed", b"delayed", "leased", b"leased", "oldest_ready_age_ms", b"oldest_ready_age_ms", "paused", b"paused", "ready", b"ready", "succeeded", b"succeeded", "totals", b"totals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__oldest_ready_age_ms: _TypeAlias = _typing.Literal["oldest_ready_age_ms"]  # noqa: Y015
     _WhichOneofArgType__oldest_ready_age_ms: _TypeAlias = _typing.Literal["_oldest_ready_age_ms", b"_oldest_ready_age_ms"]  # noqa: Y015

@@ -855,6 +855,16 @@ class ControlPlaneStub:
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
                 response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.CountResponse.FromString,
                 _registered_method=True)
+        self.PauseQueue = channel.unary_unary(
+                '/kokaq.v1.ControlPlane/PauseQueue',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueInfo.FromString,
+                _registered_method=True)
+        self.ResumeQueue = channel.unary_unary(
+                '/kokaq.v1.ControlPlane/ResumeQueue',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueInfo.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/kokaq.v1.ControlPlane/GetStats',
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
@@ -957,6 +967,20 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseQueue(self, request, context):
+        """Dispatch nothing from the queue until ResumeQueue (Dequeue, workers); enqueues,
+        peeks, settles and timers go on. Both are idempotent. Needs log format 3.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeQueue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -1049,6 +1073,16 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.PurgeQueue,
                     request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.FromString,
                     response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.CountResponse.SerializeToString,
+            ),
+            'PauseQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseQueue,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueInfo.SerializeToString,
+            ),
+            'ResumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeQueue,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueInfo.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -1400,6 +1434,60 @@ class ControlPlane:
             '/kokaq.v1.ControlPlane/PurgeQueue',
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.CountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.ControlPlane/PauseQueue',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.ControlPlane/ResumeQueue',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -216,6 +216,11 @@ class ControlPlaneStub:
     UpdateQueue: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueInfo]
     DeleteQueue: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.Empty]
     PurgeQueue: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.CountResponse]
+    PauseQueue: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueInfo]
+    """Dispatch nothing from the queue until ResumeQueue (Dequeue, workers); enqueues,
+    peeks, settles and timers go on. Both are idempotent. Needs log format 3.
+    """
+    ResumeQueue: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueInfo]
     GetStats: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueStats]
     GetSchedulingStats: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.SchedulingStatsRequest, _kokaq_pb2.SchedulingStats]
     ListDead: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ListDeadRequest, _kokaq_pb2.ListDeadResponse]
@@ -237,6 +242,11 @@ class ControlPlaneAsyncStub(ControlPlaneStub):
     UpdateQueue: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueInfo]  # type: ignore[assignment]
     DeleteQueue: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.Empty]  # type: ignore[assignment]
     PurgeQueue: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.CountResponse]  # type: ignore[assignment]
+    PauseQueue: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueInfo]  # type: ignore[assignment]
+    """Dispatch nothing from the queue until ResumeQueue (Dequeue, workers); enqueues,
+    peeks, settles and timers go on. Both are idempotent. Needs log format 3.
+    """
+    ResumeQueue: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueInfo]  # type: ignore[assignment]
     GetStats: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueStats]  # type: ignore[assignment]
     GetSchedulingStats: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.SchedulingStatsRequest, _kokaq_pb2.SchedulingStats]  # type: ignore[assignment]
     ListDead: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ListDeadRequest, _kokaq_pb2.ListDeadResponse]  # type: ignore[assignment]
@@ -327,6 +337,23 @@ class ControlPlaneServicer(metaclass=_abc_1.ABCMeta):
         request: _kokaq_pb2.QueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kokaq_pb2.CountResponse, _abc.Awaitable[_kokaq_pb2.CountResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PauseQueue(
+        self,
+        request: _kokaq_pb2.QueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.QueueInfo, _abc.Awaitable[_kokaq_pb2.QueueInfo]]:
+        """Dispatch nothing from the queue until ResumeQueue (Dequeue, workers); enqueues,
+        peeks, settles and timers go on. Both are idempotent. Needs log format 3.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeQueue(
+        self,
+        request: _kokaq_pb2.QueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.QueueInfo, _abc.Awaitable[_kokaq_pb2.QueueInfo]]: ...
 
     @_abc_1.abstractmethod
     def GetStats(

@@ -49,6 +49,7 @@ def stats_json(stats: QueueStats) -> dict[str, Any]:
         "dead": stats.dead,
         "oldest_ready_age_ms": stats.oldest_ready_age_ms,
         "totals": dict(stats.totals),
+        "paused": stats.paused,
     }
 
 

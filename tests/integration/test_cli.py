@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from kokaq.repl import session as session_module
 from kokaq.repl.cli import cli
 from kokaq.repl.worker import load_handlers
+from kokaq.server.log_format import LOG_FORMAT
 from tests.integration.nodes import NodeProcess
 
 
@@ -86,6 +87,14 @@ def test_queues(kokaq: Kokaq, tmp_path: Path) -> None:
     assert kokaq.json("queue", "stats", "orders")["ready"] == 1
     lines = kokaq("queue", "stats", "orders").stdout.splitlines()
     assert ["total", "enqueued", "1"] in [line.split() for line in lines]
+    assert "paused" not in kokaq("queue", "stats", "orders").stdout
+    assert kokaq("queue", "pause", "orders").stdout.startswith("paused queue cli-")
+    assert kokaq.json("dequeue", "orders") == []  # dispatches nothing
+    assert kokaq.json("queue", "stats", "orders")["paused"] is True
+    assert "paused: dispatches nothing" in kokaq("queue", "stats", "orders").stdout
+    assert kokaq("queue", "list").stdout.splitlines()[1].split()[:2] == ["orders", "(paused)"]
+    assert kokaq.json("queue", "resume", "orders")["paused_at"] is None
+    kokaq("queue", "pause", "missing", code=3)
     assert kokaq.json("queue", "purge", "orders") == {"purged": 1}
     # Bad settings name the field; usage errors exit 2; nothing changes.
     bad = kokaq("queue", "update", "orders", "--visibility", "0s", code=1)
@@ -209,10 +218,10 @@ def test_cluster_status(kokaq: Kokaq, node: NodeProcess) -> None:
     status = kokaq.json("cluster", "status")
     assert status["role"] == "leader" and status["members"] == []
     assert status["leader"] == node.raft and status["leader_grpc"] == node.grpc
-    assert status["log_format"] == 2  # a single node agrees before it says it is ready
+    assert status["log_format"] == LOG_FORMAT  # a single node agrees before it is ready
     text = kokaq("cluster", "status").stdout
     assert f"leader:   {node.raft} (gRPC {node.grpc})" in text
-    assert "log format: 2 (this node applies " in text
+    assert f"log format: {LOG_FORMAT} (this node applies " in text
 
 
 def test_server_refuses_bad_raft_timing(tmp_path: Path) -> None:

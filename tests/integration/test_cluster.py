@@ -24,6 +24,7 @@ import pytest
 from kokaq.client import Client, RetryPolicy, calls
 from kokaq.core import FailedPrecondition, InvalidArgument, MessageSpec, NotLeader, Unavailable
 from kokaq.protocol.v1 import kokaq_pb2 as pb
+from kokaq.server.log_format import LOG_FORMAT
 from tests.integration import netns
 from tests.integration.history import (
     History,
@@ -485,7 +486,7 @@ def test_a_rolling_upgrade_agrees_on_a_newer_log_format_once_every_member_applie
     """One member held to log format 1 stands for the member not upgraded yet:
     the others keep every write in terms it applies (no results, no progress),
     so the replicas never differ; once it runs unpinned, the cluster agrees
-    on format 2 and keeps them."""
+    on the newest format and keeps them."""
     nodes = start_cluster(str(tmp_path), member_args=[(), (), ("--log-format", "1")])
     last = nodes[2]
     try:
@@ -500,13 +501,13 @@ def test_a_rolling_upgrade_agrees_on_a_newer_log_format_once_every_member_applie
         def announced_formats() -> list[int | None]:
             return [status.node_log_format for status in statuses()]
 
-        wait_until(lambda: announced_formats() == [2, 2, 1], timeout=20)
+        wait_until(lambda: announced_formats() == [LOG_FORMAT, LOG_FORMAT, 1], timeout=20)
         time.sleep(1.0)  # two rounds of the members' agreement loop
         assert [status.log_format for status in statuses()] == [1, 1, 1]
         leader = leader_of(nodes)
         (seen_by_leader,) = [s for s in statuses() if s.role == "leader"]
         assert sorted((m.address, m.log_format) for m in seen_by_leader.members) == sorted(
-            (n.raft, 1 if n is last else 2) for n in nodes if n is not leader
+            (n.raft, 1 if n is last else LOG_FORMAT) for n in nodes if n is not leader
         )
 
         def run_job(client: Client, payload: bytes) -> str:
@@ -528,7 +529,7 @@ def test_a_rolling_upgrade_agrees_on_a_newer_log_format_once_every_member_applie
         last.stop()
         last.args = last.args[:-2]  # the upgrade's last step: run it as the others
         last.start()
-        wait_until(lambda: [s.log_format for s in statuses()] == [2, 2, 2], timeout=20)
+        wait_until(lambda: [s.log_format for s in statuses()] == [LOG_FORMAT] * 3, timeout=20)
         with Client(nodes[0].grpc) as client:
             after = run_job(client, b"after")
             view = client.queue("n", "q").get(after)
@@ -536,7 +537,7 @@ def test_a_rolling_upgrade_agrees_on_a_newer_log_format_once_every_member_applie
             assert client.queue("n", "q").get(before).result is None
         wait_until(lambda: len(replica_states(nodes)) == 1, timeout=20)
         with httpx.Client(base_url=f"http://{last.http}", timeout=10) as http:
-            assert value(scrape(http), "kokaq_raft_log_format") == 2
+            assert value(scrape(http), "kokaq_raft_log_format") == LOG_FORMAT
     finally:
         for node in nodes:
             node.kill()

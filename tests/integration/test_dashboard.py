@@ -16,6 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from kokaq.server.log_format import LOG_FORMAT
 from tests.integration.nodes import NodeProcess, wait_until
 from tests.integration.worker_processes import Workers
 
@@ -102,6 +103,16 @@ def test_dashboard_shows_jobs_and_redrives_dead_ones(
     row.click()
     page.wait_for_selector("#shares:not([hidden]) #bands-table tbody tr", timeout=3_000)
 
+    # Pause stops the queue's dispatch (its row says so) until Resume.
+    stats = f"/v1/namespaces/default/queues/{queue}/stats"
+    row.locator("button.pause").click()
+    expect(row.locator("td").first).to_contain_text("paused", timeout=3_000)
+    assert http.get(stats).json()["paused"] is True
+    row.locator("button.resume").click()
+    expect(row.locator("button.pause")).to_be_visible(timeout=3_000)
+    assert http.get(stats).json()["paused"] is False
+    expect(row.locator("td").first).to_have_text(queue)
+
     # A dead job shows in the DLQ view; Redrive sends it back to its queue.
     dead = submit(http, queue=queue, max_retries=0, priority=100)
     kill(http, queue, dead)
@@ -128,6 +139,7 @@ def test_dashboard_shows_jobs_and_redrives_dead_ones(
     page.click("#tabs button[data-tab=cluster]")
     page.wait_for_selector("#cluster-fields dd", timeout=3_000)
     assert "leader" in page.inner_text("#cluster-fields")
+    assert f"log format\n{LOG_FORMAT}" in page.inner_text("#cluster-fields")
     page.click("#tabs button[data-tab=overview]")
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000

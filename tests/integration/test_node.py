@@ -14,12 +14,14 @@ import pytest
 
 from kokaq.client import Client
 from kokaq.core import (
+    FailedPrecondition,
     InvalidArgument,
     MessageState,
     PermissionDenied,
     QueueConfig,
     Unauthenticated,
 )
+from kokaq.server.log_format import LOG_FORMAT
 from tests.integration.nodes import NodeProcess, Producers, send_pickle, wait_until
 
 
@@ -206,7 +208,7 @@ def test_a_node_held_to_log_format_1_keeps_no_results_until_it_is_let_go(tmp_pat
     """--log-format 1 (a member of a rolling upgrade that keeps the way back
     open): a progress report only extends the lease and an ack keeps no
     result, as the builds before formats would apply them; restarted without
-    the pin, the node agrees on format 2 and keeps both."""
+    the pin, the node agrees on the newest format and keeps both."""
     data = str(tmp_path / "data")
     node = NodeProcess(data, "--log-format", "1").start()
     try:
@@ -229,11 +231,14 @@ def test_a_node_held_to_log_format_1_keeps_no_results_until_it_is_let_go(tmp_pat
         first = queue.get(held.id)
         assert (first.state, first.result, first.progress) == (MessageState.SUCCEEDED, None, None)
         assert "job results and progress reports are not kept" in node.text
+        with pytest.raises(FailedPrecondition, match="PauseQueue needs format 3"):
+            queue.pause()
+        assert not queue.stats().paused
         assert node.stop() == 0
 
         node = NodeProcess(data).start()
         client = Client(node.grpc)
-        assert client.cluster_status().log_format == 2  # agreed before it said it was ready
+        assert client.cluster_status().log_format == LOG_FORMAT  # agreed before it was ready
         queue = client.queue("n", "q")
         queue.enqueue(b"second")
         (held,) = queue.dequeue()
@@ -247,8 +252,8 @@ def test_a_node_held_to_log_format_1_keeps_no_results_until_it_is_let_go(tmp_pat
         # Pinned again: an agreed format never goes back; the node applies it.
         node = NodeProcess(data, "--log-format", "1").start()
         client = Client(node.grpc)
-        assert client.cluster_status().log_format == 2
-        wait_until(lambda: "already agreed on format 2" in node.text)
+        assert client.cluster_status().log_format == LOG_FORMAT
+        wait_until(lambda: f"already agreed on format {LOG_FORMAT}" in node.text)
         queue = client.queue("n", "q")
         queue.enqueue(b"third")
         (held,) = queue.dequeue()
@@ -259,7 +264,7 @@ def test_a_node_held_to_log_format_1_keeps_no_results_until_it_is_let_go(tmp_pat
 
 
 def test_a_log_format_this_build_does_not_have_is_refused(tmp_path: Path) -> None:
-    node = NodeProcess(str(tmp_path), "--log-format", "3")
+    node = NodeProcess(str(tmp_path), "--log-format", str(LOG_FORMAT + 1))
     with pytest.raises(RuntimeError, match="did not become ready"):
         node.start(timeout=10)
-    assert "log_format: must be 1 to 2" in node.text
+    assert f"log_format: must be 1 to {LOG_FORMAT}" in node.text

@@ -387,6 +387,20 @@ def test_namespaces_and_queues_over_rest(http: httpx.Client) -> None:
     http.post(f"/v1/namespaces/{ns}/queues/work/messages", json={"payload": "x"})
     refused = http.delete(f"/v1/namespaces/{ns}/queues/work")
     assert error_of(refused, 409)["type"] == "NotEmpty"
+    assert http.get(f"/v1/namespaces/{ns}/queues/work").json()["paused_at"] is None
+    paused = http.post(f"/v1/namespaces/{ns}/queues/work/pause").json()
+    assert paused["paused_at"] >= paused["created_at"] and paused["name"] == "work"
+    assert http.post(f"/v1/namespaces/{ns}/queues/work/dequeue", json={}).json() == {"messages": []}
+    again = http.post(f"/v1/namespaces/{ns}/queues/work/pause").json()
+    assert again["paused_at"] == paused["paused_at"]  # pausing twice changes nothing
+    assert http.get(f"/v1/namespaces/{ns}/queues/work/stats").json()["paused"] is True
+    assert http.post(f"/v1/namespaces/{ns}/queues/work/resume").json()["paused_at"] is None
+    assert http.get(f"/v1/namespaces/{ns}/queues/work/stats").json()["paused"] is False
+    missing = http.post(f"/v1/namespaces/{ns}/queues/nope/pause")
+    assert error_of(missing, 404)["type"] == "QueueNotFound"
+    assert error_of(http.post(f"/v1/namespaces/{ns}/queues/bad name/resume"), 400)["field"] == (
+        "queue"
+    )
     assert http.post(f"/v1/namespaces/{ns}/queues/work/purge").json() == {"count": 1}
     assert http.delete(f"/v1/namespaces/{ns}/queues/work").status_code == 204
     assert error_of(http.get(f"/v1/namespaces/{ns}/queues/work"), 404)["type"] == "QueueNotFound"
@@ -495,6 +509,10 @@ def test_rest_auth_roles_and_scopes(tmp_path: Path) -> None:
                 "/v1/namespaces", json={"name": "x"}, headers={"X-API-Key": "pushkey01"}
             )
             assert error_of(namespaces, 403)["type"] == "PermissionDenied"
+            pause = "/v1/namespaces/default/queues/default/pause"
+            assert error_of(http.post(pause, headers=bearer), 403)["type"] == "PermissionDenied"
+            admin = {"X-API-Key": "adminkey1"}
+            assert http.post(pause, headers=admin).json()["paused_at"] > 0
             # Connected workers: any key of the namespace; none, or another's, is refused.
             assert error_of(http.get("/v1/workers"), 401)["code"] == "UNAUTHENTICATED"
             assert http.get("/v1/workers", headers=bearer).json() == {"workers": []}

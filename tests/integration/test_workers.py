@@ -237,6 +237,42 @@ def test_weighted_queues_split_as_configured(http: httpx.Client, workers: Worker
     assert 0.70 <= share <= 0.80, share  # 3:1 is 0.75
 
 
+def test_a_paused_queue_gives_its_workers_nothing_until_it_is_resumed(
+    http: httpx.Client, workers: Workers
+) -> None:
+    """Pausing stops dispatch at once, for jobs already waiting and jobs
+    submitted meanwhile (no Dequeue is proposed for them: the sessions park);
+    a worker on several queues goes on with the others; resuming hands the
+    waiting jobs out again."""
+    paused, other = make_queue(http), make_queue(http)
+    pause = http.post(f"/v1/namespaces/default/queues/{paused}/pause")
+    assert pause.status_code == 200 and pause.json()["paused_at"] > 0
+    waiting = [submit(http, paused, "ok", n) for n in range(3)]
+    workers.start(f"{paused}:5,{other}:1", "--concurrency", "2")
+    wait_until(lambda: len(http.get("/v1/workers").json()["workers"]) == 1, timeout=20)
+    served = submit(http, other, "ok")
+    wait_until(lambda: job(http, served)["status"] == "succeeded", timeout=10)
+
+    def dequeues() -> float:
+        labels = frozenset({"operation": "Dequeue"}.items())
+        return scrape(http).get(("kokaq_commit_operations_total", labels), 0.0)
+
+    proposed = dequeues()
+    waiting += [submit(http, paused, "ok", n) for n in range(3, 6)]
+    time.sleep(2.5)  # past the node's 2 s recheck of parked sessions
+    assert dequeues() == proposed
+    assert statuses(http, waiting) == Counter({"pending": 6})
+    assert http.get(f"/v1/namespaces/default/queues/{paused}/stats").json()["paused"] is True
+    gauge = ("kokaq_queue_paused", frozenset({"namespace": "default", "queue": paused}.items()))
+    assert scrape(http)[gauge] == 1.0
+
+    resume = http.post(f"/v1/namespaces/default/queues/{paused}/resume")
+    assert resume.status_code == 200 and resume.json()["paused_at"] is None
+    wait_until(lambda: statuses(http, waiting)["succeeded"] == 6, timeout=20)
+    assert sorted(row[0] for row in workers.lines()) == sorted([served, *waiting])
+    assert scrape(http)[gauge] == 0.0
+
+
 def test_node_restart_with_workers_connected_loses_and_repeats_nothing(tmp_path: Path) -> None:
     """SIGTERM the node under running jobs: the lease streams end cleanly, the
     workers' settles wait for the node to come back (same address, same data),

@@ -137,17 +137,28 @@ async function refreshOverview() {
   setRows("#queues-table", overview.queues.map((q) => {
     const r = queueRates(q);
     const row = el("tr", { class: "clickable", "data-queue": q.queue, onclick: () => selectQueue(q.queue) },
-      el("td", {}, q.queue), el("td", { class: "num" }, number(q.ready)),
+      el("td", {}, q.queue, ...(q.paused ? [" ", el("span", { class: "pill bad" }, "paused")] : [])),
+      el("td", { class: "num" }, number(q.ready)),
       el("td", { class: "num" }, number(q.delayed)), el("td", { class: "num" }, number(q.leased)),
       el("td", { class: "num" }, number(q.succeeded)), el("td", { class: "num" }, number(q.dead)),
       el("td", { class: "num" }, rate(r.in)), el("td", { class: "num" }, rate(r.done)),
-      el("td", { class: "num" }, age(q.oldest_ready_age_ms)));
+      el("td", { class: "num" }, age(q.oldest_ready_age_ms)),
+      el("td", {}, el("button", { class: `secondary ${q.paused ? "resume" : "pause"}`, "data-queue": q.queue,
+        onclick: (event) => { event.stopPropagation(); togglePause(q).catch(showError); } },
+      q.paused ? "Resume" : "Pause")));
     if (q.queue === state.selected) row.classList.add("selected");
     return row;
   }));
   fillQueueSelects();
   drawCharts();
   if (state.selected) await refreshShares();
+}
+
+// Pausing stops dispatch (workers get nothing from the queue) until resumed; admin key.
+async function togglePause(q) {
+  const path = `/v1/namespaces/${encodeURIComponent(q.namespace)}/queues/${encodeURIComponent(q.queue)}`;
+  await api(`${path}/${q.paused ? "resume" : "pause"}`, { method: "POST" });
+  await refreshOverview();
 }
 
 function selectQueue(queue) {

@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from kokaq.core import Engine, InvalidArgument
+from kokaq.core import Engine, FailedPrecondition, InvalidArgument
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.log_format import FIRST, LOG_FORMAT, format_needed, in_format
 from kokaq.server.replication import (
@@ -38,8 +38,10 @@ def acks(*results: bytes) -> pb.AckBatchRequest:
     return pb.AckBatchRequest(namespace="ns", queue="q", items=items)
 
 
-def test_only_results_and_progress_reports_need_format_2() -> None:
-    assert LOG_FORMAT == 2
+def test_what_each_format_brings() -> None:
+    assert LOG_FORMAT == 3
+    pause = pb.QueueRequest(namespace="ns", queue="q")
+    assert format_needed("PauseQueue", pause) == format_needed("ResumeQueue", pause) == 3
     assert format_needed("ReportProgress", pb.ProgressRequest(lock=lock(), progress="1")) == 2
     assert format_needed("AckBatch", acks(b"", b"r")) == 2
     assert format_needed("AckBatch", acks(b"", b"")) == FIRST
@@ -59,6 +61,15 @@ def test_in_format_1_a_progress_report_is_a_refresh_and_results_are_not_kept() -
     # What the agreed format holds goes as it is (the same object: no copy).
     assert in_format("AckBatch", settled, 2)[1] is settled
     assert in_format("Ack", lock(), 1)[1] == lock()
+
+
+@pytest.mark.parametrize("log_format", [1, 2])
+def test_pausing_has_no_older_form_and_is_refused(log_format: int) -> None:
+    request = pb.QueueRequest(namespace="ns", queue="q")
+    for name in ("PauseQueue", "ResumeQueue"):
+        with pytest.raises(FailedPrecondition, match=f"log format is {log_format}; {name} needs"):
+            in_format(name, request, log_format)
+    assert in_format("PauseQueue", request, 3) == ("PauseQueue", request)
 
 
 def test_a_report_too_large_is_refused_though_format_1_would_not_keep_it() -> None:
