@@ -327,7 +327,15 @@ class WorkerSessions:
     def connected(self, namespace: str) -> list[dict[str, Any]]:
         """The worker streams open on this node for ``namespace``, oldest first."""
         found = [s for s in self._sessions.values() if s.dequeue.namespace == namespace]
-        return [session.describe() for session in sorted(found, key=lambda s: s.opened_at)]
+        described = []
+        for session in sorted(found, key=lambda s: s.opened_at):
+            shown = session.describe()
+            paused = self._paused
+            shown["paused_queues"] = [
+                w.queue for w in session.dequeue.queues if paused and paused(namespace, w.queue)
+            ]
+            described.append(shown)
+        return described
 
     async def _leased_batches(self, session: _Session) -> AsyncGenerator[list[Any], None]:
         """The jobs leased for a session, a Dequeue's at a time, until it ends

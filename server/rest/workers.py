@@ -34,6 +34,7 @@ class WorkerStream(BaseModel):
     connected_at_ms: int
     ending: bool  # asked to end: it takes no more jobs
     waiting_for_queue: bool  # a queue it names does not exist (yet: the first job creates it)
+    paused_queues: list[str]  # those of its queues that are paused (they give it nothing)
 
 
 class WorkerList(BaseModel):

@@ -194,6 +194,7 @@ def test_dashboard_lists_connected_workers(
     errors: list[str] = []
     queue = f"dash-{uuid.uuid4().hex[:6]}"
     workers = Workers(node, tmp_path)
+    http.post("/v1/namespaces", json={"name": "default"})  # made by an earlier test, or now
     created = http.post("/v1/namespaces/default/queues", json={"name": queue})
     assert created.status_code == 201, created.text
     try:
@@ -217,6 +218,13 @@ def test_dashboard_lists_connected_workers(
         page.click("#tabs button[data-tab=overview]")
         card = page.locator("#summary .card", has_text="workers")
         expect(card.locator("b")).to_have_text("1", timeout=3_000)
+
+        # Its queue paused: the row says why it gets nothing.
+        assert http.post(f"/v1/namespaces/default/queues/{queue}/pause").status_code == 200
+        page.click("#tabs button[data-tab=workers]")
+        expect(cells.nth(8)).to_have_text("its queues are paused", timeout=3_000)
+        assert http.post(f"/v1/namespaces/default/queues/{queue}/resume").status_code == 200
+        expect(cells.nth(8)).to_have_text("working", timeout=3_000)
 
         # SIGTERM: the worker finishes its job and goes; so does its row.
         process.send_signal(signal.SIGTERM)

@@ -265,12 +265,15 @@ def test_a_paused_queue_gives_its_workers_nothing_until_it_is_resumed(
     assert http.get(f"/v1/namespaces/default/queues/{paused}/stats").json()["paused"] is True
     gauge = ("kokaq_queue_paused", frozenset({"namespace": "default", "queue": paused}.items()))
     assert scrape(http)[gauge] == 1.0
+    (shown,) = http.get("/v1/workers").json()["workers"]
+    assert shown["paused_queues"] == [paused]
 
     resume = http.post(f"/v1/namespaces/default/queues/{paused}/resume")
     assert resume.status_code == 200 and resume.json()["paused_at"] is None
     wait_until(lambda: statuses(http, waiting)["succeeded"] == 6, timeout=20)
     assert sorted(row[0] for row in workers.lines()) == sorted([served, *waiting])
     assert scrape(http)[gauge] == 0.0
+    assert http.get("/v1/workers").json()["workers"][0]["paused_queues"] == []
 
 
 def test_node_restart_with_workers_connected_loses_and_repeats_nothing(tmp_path: Path) -> None:

@@ -335,7 +335,9 @@ async function refreshWorkers() {
     el("td", { class: "num" }, number(w.held)), el("td", { class: "num" }, number(w.concurrency)),
     el("td", { class: "num" }, number(w.credit)), el("td", { class: "num" }, number(w.leased)),
     el("td", {}, `${age(Math.max(0, now - w.connected_at_ms))} ago`), el("td", {}, w.stream),
-    el("td", {}, w.ending ? "ending" : w.waiting_for_queue ? "waiting for its queue" : "working"))));
+    el("td", {}, w.ending ? "ending" : w.waiting_for_queue ? "waiting for its queue"
+      : w.paused_queues.length === w.queues.length ? "its queues are paused"
+        : w.paused_queues.length ? `working (paused: ${w.paused_queues.join(", ")})` : "working"))));
 }
 
 // -- cluster ---------------------------------------------------------------------------
