@@ -33,6 +33,8 @@ from kokaq.core import (
     QueueConfig,
     QueueInfo,
     QueueStats,
+    ScheduleInfo,
+    ScheduleSpec,
     SchedulingStats,
 )
 from kokaq.protocol import convert as cv
@@ -178,6 +180,41 @@ def delete_queue(namespace: str, name: str, force: bool) -> Call[None]:
 
 def purge_queue(namespace: str, name: str) -> Call[int]:
     return Call("PurgeQueue", pb.QueueRequest(namespace=namespace, queue=name), _count)
+
+
+def put_schedule(namespace: str, name: str, spec: ScheduleSpec) -> Call[ScheduleInfo]:
+    request = pb.Schedule(
+        namespace=namespace,
+        name=name,
+        queue=spec.queue,
+        cron=spec.cron,
+        timezone=spec.timezone,
+        template=cv.spec_to_proto(spec.template),
+        paused=spec.paused,
+    )
+    return Call("PutSchedule", request, cv.schedule_from_proto)
+
+
+def get_schedule(namespace: str, name: str) -> Call[ScheduleInfo]:
+    request = pb.ScheduleRequest(namespace=namespace, name=name)
+    return Call("GetSchedule", request, cv.schedule_from_proto)
+
+
+def list_schedules(namespace: str) -> Call[list[ScheduleInfo]]:
+    return Call(
+        "ListSchedules",
+        pb.ListSchedulesRequest(namespace=namespace),
+        lambda r: [cv.schedule_from_proto(s) for s in r.schedules],
+    )
+
+
+def delete_schedule(namespace: str, name: str) -> Call[None]:
+    return Call("DeleteSchedule", pb.ScheduleRequest(namespace=namespace, name=name), _none)
+
+
+def trigger_schedule(namespace: str, name: str) -> Call[EnqueueResult]:
+    request = pb.ScheduleRequest(namespace=namespace, name=name)
+    return Call("TriggerSchedule", request, cv.enqueue_result_from_proto)
 
 
 def pause_queue(namespace: str, name: str) -> Call[QueueInfo]:

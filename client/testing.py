@@ -89,6 +89,8 @@ class InProcessTransport:
             )
         operation = OPERATIONS[name]
         parsed = operation.request.FromString(request.SerializeToString())
+        if operation.prepare is not None:
+            parsed = operation.prepare(parsed)
         ids = new_ids(ids_needed(name, parsed))
         with self._lock:
             result = operation.run(self.engine, parsed, time.time_ns() // 1_000_000, ids)

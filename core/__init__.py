@@ -37,6 +37,7 @@ from kokaq.core.errors import (
     QueueFull,
     QueueNotFound,
     ResourceExhausted,
+    ScheduleNotFound,
     Unauthenticated,
     Unavailable,
 )
@@ -61,6 +62,7 @@ from kokaq.core.results import (
     SchedulingStats,
     TickReport,
 )
+from kokaq.core.schedules import ScheduleInfo, ScheduleSpec
 from kokaq.core.validation import MAX_PRIORITY
 from kokaq.core.weighted import BandShare, KeyShare
 
@@ -95,6 +97,8 @@ __all__ = [
     "NamespaceInfo",
     "QueueInfo",
     "QueueStats",
+    "ScheduleInfo",
+    "ScheduleSpec",
     "SchedulingStats",
     "BandShare",
     "KeyShare",
@@ -119,6 +123,7 @@ __all__ = [
     "QueueExists",
     "QueueFull",
     "QueueNotFound",
+    "ScheduleNotFound",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",

@@ -57,6 +57,7 @@ from kokaq.core.results import (
     QueueStats,
     TickReport,
 )
+from kokaq.core.schedules import ScheduleOps
 from kokaq.core.scheduling_ops import MAX_MIX, SchedulingOps
 from kokaq.core.validation import check_bool, check_id, check_int, check_name, check_text
 
@@ -65,7 +66,7 @@ __all__ = ["MAX_BATCH", "MAX_MIX", "Engine"]
 _MAX_ERROR_BYTES = 4096
 
 
-class Engine(SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
+class Engine(ScheduleOps, SchedulingOps, DeadLetterOps, MessageOps, EngineCore):
     """A kokaq engine. Not thread-safe: one caller (the Raft apply loop) at a time."""
 
     # -- namespaces --------------------------------------------------------------

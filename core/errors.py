@@ -9,6 +9,7 @@
     ├── NotFound
     │   ├── NamespaceNotFound(namespace)
     │   ├── QueueNotFound(namespace, queue)
+    │   ├── ScheduleNotFound(namespace, schedule)
     │   └── MessageNotFound(namespace, queue, message_id)
     ├── AlreadyExists
     │   ├── NamespaceExists(namespace)
@@ -55,6 +56,7 @@ __all__ = [
     "QueueFull",
     "QueueNotFound",
     "ResourceExhausted",
+    "ScheduleNotFound",
     "Unauthenticated",
     "Unavailable",
     "error_classes",
@@ -150,6 +152,15 @@ class QueueNotFound(NotFound):
         self.namespace = namespace
         self.queue = queue
         super().__init__(f"queue {namespace}/{queue} not found")
+
+
+class ScheduleNotFound(NotFound):
+    fields = ("namespace", "schedule")
+
+    def __init__(self, namespace: str, schedule: str) -> None:
+        self.namespace = namespace
+        self.schedule = schedule
+        super().__init__(f"schedule {namespace}/{schedule} not found")
 
 
 class MessageNotFound(NotFound):

@@ -9,12 +9,13 @@ from kokaq.core.results import NamespaceInfo
 
 if TYPE_CHECKING:
     from kokaq.core.queue import Queue
+    from kokaq.core.schedules import Schedule
 
 __all__ = ["Namespace"]
 
 
 class Namespace:
-    __slots__ = ("config", "created_at", "name", "queues", "updated_at")
+    __slots__ = ("config", "created_at", "name", "queues", "schedules", "updated_at")
 
     def __init__(self, name: str, config: NamespaceConfig, now: int) -> None:
         self.name = name
@@ -22,6 +23,7 @@ class Namespace:
         self.created_at = now
         self.updated_at = now
         self.queues: dict[str, Queue] = {}
+        self.schedules: dict[str, Schedule] = {}
 
     def info(self) -> NamespaceInfo:
         return NamespaceInfo(

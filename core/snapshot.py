@@ -14,11 +14,12 @@ from typing import Any
 from kokaq.core.config import BackoffPolicy, NamespaceConfig, QueueConfig
 from kokaq.core.errors import InvalidArgument
 from kokaq.core.indexes import deadline_key
-from kokaq.core.message import FailureReason, Headers, Message, MessageState
+from kokaq.core.message import FailureReason, Headers, Message, MessageSpec, MessageState
 from kokaq.core.mixes import QueueMixes
 from kokaq.core.namespace import Namespace
 from kokaq.core.queue import Queue, SeqCounter
 from kokaq.core.results import Totals
+from kokaq.core.schedules import Schedule, ScheduleSpec
 
 __all__ = ["FORMAT", "dump", "load"]
 
@@ -42,6 +43,9 @@ def dump(namespaces: dict[str, Namespace], now: int, seq: int, mixes: QueueMixes
                 ns.created_at,
                 ns.updated_at,
                 [_dump_queue(q) for q in ns.queues.values()],
+                # Only when there are some: builds before schedules refuse a
+                # longer record, and none is made before every member has them.
+                *([[_dump_schedule(s) for s in ns.schedules.values()]] if ns.schedules else []),
             ]
             for ns in namespaces.values()
         ],
@@ -60,14 +64,77 @@ def load(data: bytes) -> tuple[dict[str, Namespace], int, SeqCounter, QueueMixes
         raise InvalidArgument("snapshot", f"is not a kokaq snapshot of format {FORMAT}")
     namespaces: dict[str, Namespace] = {}
     seqs = SeqCounter(body["seq"])
-    for name, config, created_at, updated_at, queues in body["namespaces"]:
+    for record in body["namespaces"]:
+        name, config, created_at, updated_at, queues, schedules = [*record, []][:6]
         namespace = Namespace(name, NamespaceConfig.from_dict(config), created_at)
         namespace.updated_at = updated_at
         for queue_data in queues:
             queue = _load_queue(name, queue_data, seqs)
             namespace.queues[queue.name] = queue
+        for schedule_data in schedules:
+            schedule = _load_schedule(schedule_data)
+            namespace.schedules[schedule.name] = schedule
         namespaces[name] = namespace
     return namespaces, body["now"], seqs, QueueMixes.import_state(body["mixes"])
+
+
+def _dump_schedule(s: Schedule) -> list[Any]:
+    spec, template = s.spec, s.spec.template
+    return [
+        s.name,
+        spec.queue,
+        spec.cron,
+        spec.timezone,
+        spec.paused,
+        [
+            template.payload,
+            template.priority,
+            None if template.headers is None else template.headers.to_list(),
+            template.ttl_ms,
+            template.max_deliveries,
+            template.fairness_key,
+            template.cost,
+            None if template.backoff is None else list(dataclasses.astuple(template.backoff)),
+        ],
+        s.next_fire_at,
+        s.last_fire_at,
+        s.last_message_id,
+        s.last_error,
+        s.fired,
+        s.created_at,
+        s.updated_at,
+    ]
+
+
+def _load_schedule(data: list[Any]) -> Schedule:
+    name, queue, cron, timezone, paused, template, next_fire_at, *history = data
+    payload, priority, headers, ttl_ms, max_deliveries, fairness_key, cost, backoff = template
+    spec = ScheduleSpec(
+        queue,
+        cron,
+        MessageSpec(
+            payload=payload,
+            priority=priority,
+            headers=None if headers is None else Headers.from_list(headers),
+            ttl_ms=ttl_ms,
+            max_deliveries=max_deliveries,
+            fairness_key=fairness_key,
+            cost=cost,
+            backoff=None if backoff is None else BackoffPolicy(*backoff),
+        ),
+        timezone,
+        paused,
+    )
+    schedule = Schedule(name, spec, next_fire_at, 0)
+    (
+        schedule.last_fire_at,
+        schedule.last_message_id,
+        schedule.last_error,
+        schedule.fired,
+        schedule.created_at,
+        schedule.updated_at,
+    ) = history
+    return schedule
 
 
 def _dump_queue(q: Queue) -> list[Any]:

@@ -31,6 +31,8 @@ from kokaq.core import (
     QueueConfig,
     QueueInfo,
     QueueStats,
+    ScheduleInfo,
+    ScheduleSpec,
     SchedulingStats,
 )
 from kokaq.protocol.v1 import kokaq_pb2 as pb
@@ -59,6 +61,9 @@ __all__ = [
     "queue_config_from_proto",
     "queue_info_from_proto",
     "queue_info_to_proto",
+    "schedule_from_proto",
+    "schedule_spec_from_proto",
+    "schedule_to_proto",
     "spec_from_proto",
     "spec_to_proto",
     "stats_from_proto",
@@ -312,6 +317,51 @@ def spec_from_proto(message: pb.MessageSpec) -> MessageSpec:
         fairness_key=_optional(message, "fairness_key"),
         cost=message.cost if message.HasField("cost") else 1,
         backoff=backoff_from_proto(message),
+    )
+
+
+def schedule_to_proto(info: ScheduleInfo) -> pb.Schedule:
+    spec = info.spec
+    return pb.Schedule(
+        namespace=info.namespace,
+        name=info.name,
+        queue=spec.queue,
+        cron=spec.cron,
+        timezone=spec.timezone,
+        template=spec_to_proto(spec.template),
+        paused=spec.paused,
+        next_fire_at=info.next_fire_at,
+        last_fire_at=info.last_fire_at,
+        last_message_id=info.last_message_id,
+        last_error=info.last_error,
+        fired=info.fired,
+        created_at=info.created_at,
+        updated_at=info.updated_at,
+    )
+
+
+def schedule_spec_from_proto(message: pb.Schedule) -> ScheduleSpec:
+    return ScheduleSpec(
+        queue=message.queue,
+        cron=message.cron,
+        template=spec_from_proto(message.template),
+        timezone=message.timezone or "UTC",
+        paused=message.paused,
+    )
+
+
+def schedule_from_proto(message: pb.Schedule) -> ScheduleInfo:
+    return ScheduleInfo(
+        namespace=message.namespace,
+        name=message.name,
+        spec=schedule_spec_from_proto(message),
+        next_fire_at=message.next_fire_at,
+        last_fire_at=_optional(message, "last_fire_at"),
+        last_message_id=_optional(message, "last_message_id"),
+        last_error=_optional(message, "last_error"),
+        fired=message.fired,
+        created_at=message.created_at,
+        updated_at=message.updated_at,
     )
 
 

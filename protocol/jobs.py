@@ -25,6 +25,7 @@ from kokaq.core import (
     MessageView,
     QueueConfig,
     QueueStats,
+    ScheduleInfo,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "progress_text",
     "progress_value",
     "result_fields",
+    "schedule_json",
     "to_ms",
 ]
 
@@ -178,7 +180,7 @@ def status_counts(stats: QueueStats) -> dict[str, int]:
     }
 
 
-def job_payload(view: MessageView) -> Any:
+def job_payload(view: MessageView | MessageSpec) -> Any:
     """The JSON value of a JSON job; the bytes of anything else."""
     headers = view.headers
     if headers is not None and headers.content_type == JSON:
@@ -189,7 +191,7 @@ def job_payload(view: MessageView) -> Any:
     return view.payload
 
 
-def payload_fields(view: MessageView, decode_json: bool) -> dict[str, Any]:
+def payload_fields(view: MessageView | MessageSpec, decode_json: bool) -> dict[str, Any]:
     """A payload for JSON: the value of a JSON job (when ``decode_json``),
     else base64 and, when it is UTF-8, text — so nothing is lost or mangled."""
     if decode_json:
@@ -256,4 +258,29 @@ def job_json(view: MessageView) -> dict[str, Any]:
         "progress": progress_value(view),
         **payload_fields(view, decode_json=True),
         **result_fields(view, decode_json=True),
+    }
+
+
+def schedule_json(info: ScheduleInfo) -> dict[str, Any]:
+    """A schedule in the job face's terms (REST, ``kokaq schedule``)."""
+    spec, template = info.spec, info.spec.template
+    max_deliveries = template.max_deliveries
+    return {
+        "name": info.name,
+        "namespace": info.namespace,
+        "queue": spec.queue,
+        "cron": spec.cron,
+        "timezone": spec.timezone,
+        "paused": spec.paused,
+        "type": None if template.headers is None else template.headers.type,
+        **payload_fields(template, decode_json=True),
+        "priority": template.priority,
+        "max_retries": None if max_deliveries is None else max_deliveries - 1,
+        "next_fire_at": iso(info.next_fire_at),
+        "last_fire_at": iso(info.last_fire_at),
+        "last_job_id": info.last_message_id,
+        "last_error": info.last_error,
+        "fired": info.fired,
+        "created_at": iso(info.created_at),
+        "updated_at": iso(info.updated_at),
     }

@@ -247,9 +247,10 @@ def _register() -> None:
     from kokaq.repl.cluster import cluster  # noqa: PLC0415
     from kokaq.repl.jobs import jobs  # noqa: PLC0415
     from kokaq.repl.messages import COMMANDS  # noqa: PLC0415
+    from kokaq.repl.schedules import schedule  # noqa: PLC0415
     from kokaq.repl.worker import worker  # noqa: PLC0415
 
-    for command in [namespace, queue, *COMMANDS, jobs, cluster, worker, bench]:
+    for command in [namespace, queue, *COMMANDS, jobs, schedule, cluster, worker, bench]:
         cli.add_command(command)
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from kokaq.client import calls
 from kokaq.core import (
     AlreadyExists,
-    EnqueueResult,
     InvalidArgument,
     MessageView,
     NamespaceNotFound,
@@ -35,7 +34,9 @@ from kokaq.repl.params import DURATION
 from kokaq.repl.render import emit, readable_ms, table
 from kokaq.repl.session import Session, client_command
 
-__all__ = ["jobs"]
+__all__ = ["jobs", "parse_payload", "run_making_queue", "show_fields"]
+
+_T = TypeVar("_T")
 
 
 @click.group()
@@ -43,11 +44,10 @@ def jobs() -> None:
     """Jobs: submit, get, list, cancel; counts per queue and status; totals."""
 
 
-def _enqueue(session: Session, queue: str, spec: Any) -> EnqueueResult:
-    """Enqueue, making the queue (and the default namespace) on first use, as
-    the REST API does; that needs an admin key."""
+def run_making_queue(session: Session, queue: str, call: calls.Call[_T]) -> _T:
+    """Run a call on a queue (an enqueue, a schedule), making the queue (and the
+    default namespace) on first use, as the REST API does; that needs an admin key."""
     client = session.client
-    call = calls.enqueue(session.namespace, queue, spec)
     try:
         return client.run(call)
     except (NamespaceNotFound, QueueNotFound) as missing:
@@ -92,13 +92,9 @@ def submit(
     fairness_key: str | None,
 ) -> None:
     """Submit a job: TYPE and a JSON PAYLOAD (default {})."""
-    try:
-        value = json.loads(payload)
-    except ValueError as error:
-        raise InvalidArgument("payload", f"must be JSON: {error}") from None
     spec = job_spec(
         job_type,
-        value,
+        parse_payload(payload),
         priority=priority,
         delay_ms=delay,
         max_retries=max_retries,
@@ -106,7 +102,7 @@ def submit(
         idempotency_key=idempotency_key,
         fairness_key=fairness_key,
     )
-    result = _enqueue(session, queue, spec)
+    result = run_making_queue(session, queue, calls.enqueue(session.namespace, queue, spec))
     status = "pending" if not result.duplicate else "duplicate of an earlier submit"
     created = {
         "id": result.message_id,
@@ -121,7 +117,16 @@ def submit(
     )
 
 
-def _show(job: dict[str, Any]) -> None:
+def parse_payload(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise InvalidArgument("payload", f"must be JSON: {error}") from None
+
+
+def show_fields(job: dict[str, Any]) -> None:
+    """A job (or a schedule) as aligned ``key  value`` lines, its payload and
+    result indented below."""
     width = max(len(key) for key in job)
     for key, value in job.items():
         if key in ("payload", "payload_base64", "result", "result_base64"):
@@ -129,6 +134,8 @@ def _show(job: dict[str, Any]) -> None:
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         click.echo(f"{key.ljust(width)}  {'-' if value is None else text}")
     for name in ("payload", "result"):
+        if name not in job and f"{name}_base64" not in job:
+            continue  # a schedule has no result
         value = job.get(name)
         if value is None:
             value = job.get(f"{name}_base64")  # not JSON: its base64
@@ -142,7 +149,7 @@ def _show(job: dict[str, Any]) -> None:
 def get(session: Session, job_id: str) -> None:
     """A job by id (in any queue of the namespace)."""
     job = job_json(session.client.find_message(session.namespace, job_id))
-    emit(session, job, lambda: _show(job))
+    emit(session, job, lambda: show_fields(job))
 
 
 def _job_rows(views: list[MessageView]) -> None:

@@ -89,6 +89,8 @@ class Gateway:
     ) -> Any:
         operation = OPERATIONS[name]
         if operation.write:
+            if operation.prepare is not None:
+                request, raw = operation.prepare(request), None
             if self.executor.log_format() < LOG_FORMAT:
                 agreed = await self._agreed_format(format_needed(name, request))
                 name, downgraded = in_format(name, request, agreed)

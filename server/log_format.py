@@ -18,6 +18,8 @@ Kafka's ``metadata.version``.
    (the lease is still extended; the report itself is not kept).
 3. paused queues (``PauseQueue``, ``ResumeQueue``; a paused queue's snapshot
    record). Before it they are refused: no older write means the same.
+4. schedules (``PutSchedule``, ``DeleteSchedule``, ``TriggerSchedule``,
+   ``FireSchedule``; a namespace's schedules in snapshots). Refused before.
 """
 
 from __future__ import annotations
@@ -33,21 +35,30 @@ from kokaq.protocol.v1 import kokaq_pb2 as pb
 __all__ = ["FIRST", "HELD_BACK", "LOG_FORMAT", "format_needed", "in_format"]
 
 #: The newest format this build writes and applies.
-LOG_FORMAT = 3
+LOG_FORMAT = 4
 #: The format of members that announce none (builds before formats existed).
 FIRST = 1
 #: What a cluster held to an older format does without, by the format that brings it.
 HELD_BACK = {
     2: "job results and progress reports are not kept",
     3: "queues cannot be paused",
+    4: "schedules cannot be made",
 }
-_NEEDS_3 = frozenset({"PauseQueue", "ResumeQueue"})
+#: The writes that have no form in the formats before theirs: refused there.
+_NEW_OPERATIONS = {
+    "PauseQueue": 3,
+    "ResumeQueue": 3,
+    "PutSchedule": 4,
+    "DeleteSchedule": 4,
+    "TriggerSchedule": 4,
+    "FireSchedule": 4,
+}
 
 
 def format_needed(name: str, request: Any) -> int:
     """The oldest log format that holds this write as it is."""
-    if name in _NEEDS_3:
-        return 3
+    if name in _NEW_OPERATIONS:
+        return _NEW_OPERATIONS[name]
     if name == "ReportProgress":
         return 2
     if name == "AckBatch" and any(item.result for item in request.items):
@@ -60,7 +71,7 @@ def in_format(name: str, request: Any, log_format: int) -> tuple[str, ProtoMessa
     needed = format_needed(name, request)
     if log_format >= needed:
         return name, request
-    if name in _NEEDS_3:
+    if name in _NEW_OPERATIONS:
         raise FailedPrecondition(
             f"the cluster's log format is {log_format}; {name} needs format {needed}: "
             "every member must run a build that applies it (kokaq cluster status)"

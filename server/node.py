@@ -34,6 +34,7 @@ from kokaq.server.operations import OPERATIONS
 from kokaq.server.replication import AGREE_FORMAT, TICK, RaftSettings, ReplicatedEngine
 from kokaq.server.rest.app import HttpServer, create_app
 from kokaq.server.rest.health import NodeView
+from kokaq.server.schedules import fire_due_schedules
 from kokaq.server.service import generic_handlers
 from kokaq.server.workers import Wakeup, WorkerSessions
 
@@ -237,6 +238,7 @@ class _Node:
                 self._announce(raft, executor, raft_address, grpc_address, http.address)
             ),
             asyncio.create_task(self._tick(raft, committer)),
+            asyncio.create_task(fire_due_schedules(raft, gateway)),
             asyncio.create_task(self._expire(committer)),
             asyncio.create_task(self._report_health(raft, health)),
         ]

@@ -26,6 +26,7 @@ from kokaq.core import (
 from kokaq.protocol import convert as cv
 from kokaq.protocol.errors import error_detail
 from kokaq.protocol.v1 import kokaq_pb2 as pb
+from kokaq.server.schedules import stamp_first_fire
 
 __all__ = ["OPERATIONS", "Operation", "Role", "ids_needed", "state_digest"]
 
@@ -41,7 +42,7 @@ Run = Callable[[Engine, Any, int, Sequence[str]], Any]
 
 
 class Operation(NamedTuple):
-    service: str  # "DataPlane", "ControlPlane", "Cluster"
+    service: str  # "DataPlane", "ControlPlane", "Cluster"; "Internal": the log's only, no RPC
     request: type[ProtoMessage]
     response: type[ProtoMessage]
     run: Run  # (engine, request, now, ids) -> a core result; raises KokaqError
@@ -49,6 +50,9 @@ class Operation(NamedTuple):
     write: bool
     roles: tuple[str, ...]
     namespace: Callable[[Any], str] = lambda request: str(request.namespace)
+    # The request as it goes to the log, completed by the proposer (a schedule's
+    # first fire time): the engine reads no clock.
+    prepare: Callable[[Any], Any] | None = None
 
 
 def state_digest(engine: Engine) -> str:
@@ -60,7 +64,7 @@ def ids_needed(name: str, request: Any) -> int:
     """How many fresh ids the proposer must stamp on a write."""
     if name == "EnqueueBatch":
         return min(len(request.messages), MAX_BATCH + 1)
-    return 1 if name in ("Enqueue", "Dequeue") else 0
+    return 1 if name in ("Enqueue", "Dequeue", "FireSchedule", "TriggerSchedule") else 0
 
 
 # -- data plane --------------------------------------------------------------------
@@ -270,7 +274,7 @@ def _dead_ids(r: pb.DeadRequest) -> list[str] | None:
 
 
 _P, _C, _A, _ANY = Role.PRODUCER, Role.CONSUMER, Role.ADMIN, Role.ANY
-_D, _CP = "DataPlane", "ControlPlane"
+_D, _CP, _INTERNAL = "DataPlane", "ControlPlane", "Internal"
 
 OPERATIONS: dict[str, Operation] = {
     # data plane: writes
@@ -583,6 +587,74 @@ OPERATIONS: dict[str, Operation] = {
             r.namespace, r.queue, now=now, message_ids=_dead_ids(r)
         ),
         _count,
+        True,
+        (_A,),
+    ),
+    "PutSchedule": Operation(
+        _CP,
+        pb.Schedule,
+        pb.Schedule,
+        lambda e, r, now, ids: e.put_schedule(
+            r.namespace,
+            r.name,
+            cv.schedule_spec_from_proto(r),
+            next_fire_at=r.next_fire_at,
+            now=now,
+        ),
+        cv.schedule_to_proto,
+        True,
+        (_A,),
+        prepare=stamp_first_fire,
+    ),
+    "GetSchedule": Operation(
+        _CP,
+        pb.ScheduleRequest,
+        pb.Schedule,
+        lambda e, r, now, ids: e.get_schedule(r.namespace, r.name),
+        cv.schedule_to_proto,
+        False,
+        (_ANY,),
+    ),
+    "ListSchedules": Operation(
+        _CP,
+        pb.ListSchedulesRequest,
+        pb.ListSchedulesResponse,
+        lambda e, r, now, ids: e.list_schedules(r.namespace),
+        lambda infos: pb.ListSchedulesResponse(schedules=[cv.schedule_to_proto(i) for i in infos]),
+        False,
+        (_ANY,),
+    ),
+    "DeleteSchedule": Operation(
+        _CP,
+        pb.ScheduleRequest,
+        pb.Empty,
+        lambda e, r, now, ids: e.delete_schedule(r.namespace, r.name, now=now),
+        _empty,
+        True,
+        (_A,),
+    ),
+    "TriggerSchedule": Operation(
+        _CP,
+        pb.ScheduleRequest,
+        pb.EnqueueResult,
+        lambda e, r, now, ids: e.trigger_schedule(r.namespace, r.name, message_id=ids[0], now=now),
+        cv.enqueue_result_to_proto,
+        True,
+        (_A, _P),
+    ),
+    "FireSchedule": Operation(
+        _INTERNAL,
+        pb.FireScheduleRequest,
+        pb.EnqueueResult,
+        lambda e, r, now, ids: e.fire_schedule(
+            r.namespace,
+            r.name,
+            fire_at=r.fire_at,
+            next_fire_at=r.next_fire_at,
+            message_id=ids[0],
+            now=now,
+        ),
+        lambda result: cv.enqueue_result_to_proto(result) if result else pb.EnqueueResult(),
         True,
         (_A,),
     ),

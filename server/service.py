@@ -82,6 +82,8 @@ def generic_handlers(
     """One generic handler per service of the operation table."""
     services: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
     for name, operation in OPERATIONS.items():
+        if operation.service == "Internal":
+            continue  # proposed by the node itself
         services.setdefault(operation.service, {})[name] = grpc.unary_unary_rpc_method_handler(
             _handler(name, operation, gateway, observe),
             request_deserializer=None,  # raw bytes: a write is replicated as received

@@ -61,7 +61,18 @@ log = logging.getLogger("kokaq.server.workers")
 
 #: Operations whose application can make a job ready.
 WAKING_OPERATIONS = frozenset(
-    {"Enqueue", "EnqueueBatch", "Nack", "Release", "RedriveDead", "UpdateQueue", TICK}
+    {
+        "Enqueue",
+        "EnqueueBatch",
+        "Nack",
+        "Release",
+        "RedriveDead",
+        "UpdateQueue",
+        "ResumeQueue",
+        "FireSchedule",
+        "TriggerSchedule",
+        TICK,
+    }
 )
 _RECHECK_SECONDS = 2.0
 _NEVER = 2**63  # a time after every lease deadline

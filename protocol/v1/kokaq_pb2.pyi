@@ -1711,6 +1711,181 @@ class Empty(_message.Message):
 Global___Empty: _TypeAlias = Empty  # noqa: Y015
 
 @_typing.final
+class Schedule(_message.Message):
+    """A job enqueued at the times of a cron expression (Schedules)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_AT_FIELD_NUMBER: _builtins.int
+    LAST_FIRE_AT_FIELD_NUMBER: _builtins.int
+    LAST_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    FIRED_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    queue: _builtins.str
+    """of the same namespace; it must exist"""
+    cron: _builtins.str
+    """5 fields (minute hour day-of-month month day-of-week, Debian cron's rules)
+    or 6 (seconds first).
+    """
+    timezone: _builtins.str
+    """IANA name the cron is read in; "" = UTC"""
+    paused: _builtins.bool
+    """waits without firing"""
+    next_fire_at: _builtins.int
+    """Set by the node:"""
+    last_fire_at: _builtins.int
+    last_message_id: _builtins.str
+    last_error: _builtins.str
+    """why the last fire enqueued nothing"""
+    fired: _builtins.int
+    created_at: _builtins.int
+    updated_at: _builtins.int
+    @_builtins.property
+    def template(self) -> Global___MessageSpec:
+        """The job each fire enqueues; the schedule sets its time and dedup key
+        (delay_ms, run_at, expires_at and dedup_key must be absent).
+        """
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        cron: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        template: Global___MessageSpec | None = ...,
+        paused: _builtins.bool = ...,
+        next_fire_at: _builtins.int = ...,
+        last_fire_at: _builtins.int | None = ...,
+        last_message_id: _builtins.str | None = ...,
+        last_error: _builtins.str | None = ...,
+        fired: _builtins.int = ...,
+        created_at: _builtins.int = ...,
+        updated_at: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_last_error", b"_last_error", "_last_fire_at", b"_last_fire_at", "_last_message_id", b"_last_message_id", "last_error", b"last_error", "last_fire_at", b"last_fire_at", "last_message_id", b"last_message_id", "template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_last_error", b"_last_error", "_last_fire_at", b"_last_fire_at", "_last_message_id", b"_last_message_id", "created_at", b"created_at", "cron", b"cron", "fired", b"fired", "last_error", b"last_error", "last_fire_at", b"last_fire_at", "last_message_id", b"last_message_id", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at", "paused", b"paused", "queue", b"queue", "template", b"template", "timezone", b"timezone", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__last_error: _TypeAlias = _typing.Literal["last_error"]  # noqa: Y015
+    _WhichOneofArgType__last_error: _TypeAlias = _typing.Literal["_last_error", b"_last_error"]  # noqa: Y015
+    _WhichOneofReturnType__last_fire_at: _TypeAlias = _typing.Literal["last_fire_at"]  # noqa: Y015
+    _WhichOneofArgType__last_fire_at: _TypeAlias = _typing.Literal["_last_fire_at", b"_last_fire_at"]  # noqa: Y015
+    _WhichOneofReturnType__last_message_id: _TypeAlias = _typing.Literal["last_message_id"]  # noqa: Y015
+    _WhichOneofArgType__last_message_id: _TypeAlias = _typing.Literal["_last_message_id", b"_last_message_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_error) -> _WhichOneofReturnType__last_error | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_fire_at) -> _WhichOneofReturnType__last_fire_at | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_message_id) -> _WhichOneofReturnType__last_message_id | None: ...
+
+Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
+
+@_typing.final
+class ScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleRequest: _TypeAlias = ScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesRequest: _TypeAlias = ListSchedulesRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]: ...
+    def __init__(
+        self,
+        *,
+        schedules: _abc.Iterable[Global___Schedule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedules", b"schedules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
+
+@_typing.final
+class FireScheduleRequest(_message.Message):
+    """The leader's fire of a schedule (an internal operation of the log, not an RPC)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FIRE_AT_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_AT_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    name: _builtins.str
+    fire_at: _builtins.int
+    next_fire_at: _builtins.int
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        name: _builtins.str = ...,
+        fire_at: _builtins.int = ...,
+        next_fire_at: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fire_at", b"fire_at", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FireScheduleRequest: _TypeAlias = FireScheduleRequest  # noqa: Y015
+
+@_typing.final
 class QueueStats(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -865,6 +865,31 @@ class ControlPlaneStub:
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
                 response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueInfo.FromString,
                 _registered_method=True)
+        self.PutSchedule = channel.unary_unary(
+                '/kokaq.v1.ControlPlane/PutSchedule',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/kokaq.v1.ControlPlane/GetSchedule',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/kokaq.v1.ControlPlane/ListSchedules',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/kokaq.v1.ControlPlane/DeleteSchedule',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Empty.FromString,
+                _registered_method=True)
+        self.TriggerSchedule = channel.unary_unary(
+                '/kokaq.v1.ControlPlane/TriggerSchedule',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.EnqueueResult.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/kokaq.v1.ControlPlane/GetStats',
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
@@ -981,6 +1006,39 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutSchedule(self, request, context):
+        """Create a schedule or replace what it does (its history stays); admin.
+        The node computes next_fire_at. Needs log format 4.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerSchedule(self, request, context):
+        """Enqueue the schedule's job now, besides its fires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -1083,6 +1141,31 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.ResumeQueue,
                     request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.FromString,
                     response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueInfo.SerializeToString,
+            ),
+            'PutSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutSchedule,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Empty.SerializeToString,
+            ),
+            'TriggerSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerSchedule,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.EnqueueResult.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -1488,6 +1571,141 @@ class ControlPlane:
             '/kokaq.v1.ControlPlane/ResumeQueue',
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueRequest.SerializeToString,
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.QueueInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.ControlPlane/PutSchedule',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.ControlPlane/GetSchedule',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.ControlPlane/ListSchedules',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.ControlPlane/DeleteSchedule',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.ControlPlane/TriggerSchedule',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.EnqueueResult.FromString,
             options,
             channel_credentials,
             insecure,

@@ -221,6 +221,15 @@ class ControlPlaneStub:
     peeks, settles and timers go on. Both are idempotent. Needs log format 3.
     """
     ResumeQueue: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueInfo]
+    PutSchedule: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.Schedule, _kokaq_pb2.Schedule]
+    """Create a schedule or replace what it does (its history stays); admin.
+    The node computes next_fire_at. Needs log format 4.
+    """
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Schedule]
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ListSchedulesRequest, _kokaq_pb2.ListSchedulesResponse]
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Empty]
+    TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.EnqueueResult]
+    """Enqueue the schedule's job now, besides its fires."""
     GetStats: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueStats]
     GetSchedulingStats: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.SchedulingStatsRequest, _kokaq_pb2.SchedulingStats]
     ListDead: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ListDeadRequest, _kokaq_pb2.ListDeadResponse]
@@ -247,6 +256,15 @@ class ControlPlaneAsyncStub(ControlPlaneStub):
     peeks, settles and timers go on. Both are idempotent. Needs log format 3.
     """
     ResumeQueue: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueInfo]  # type: ignore[assignment]
+    PutSchedule: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.Schedule, _kokaq_pb2.Schedule]  # type: ignore[assignment]
+    """Create a schedule or replace what it does (its history stays); admin.
+    The node computes next_fire_at. Needs log format 4.
+    """
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Schedule]  # type: ignore[assignment]
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ListSchedulesRequest, _kokaq_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Empty]  # type: ignore[assignment]
+    TriggerSchedule: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.EnqueueResult]  # type: ignore[assignment]
+    """Enqueue the schedule's job now, besides its fires."""
     GetStats: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.QueueRequest, _kokaq_pb2.QueueStats]  # type: ignore[assignment]
     GetSchedulingStats: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.SchedulingStatsRequest, _kokaq_pb2.SchedulingStats]  # type: ignore[assignment]
     ListDead: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ListDeadRequest, _kokaq_pb2.ListDeadResponse]  # type: ignore[assignment]
@@ -354,6 +372,45 @@ class ControlPlaneServicer(metaclass=_abc_1.ABCMeta):
         request: _kokaq_pb2.QueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kokaq_pb2.QueueInfo, _abc.Awaitable[_kokaq_pb2.QueueInfo]]: ...
+
+    @_abc_1.abstractmethod
+    def PutSchedule(
+        self,
+        request: _kokaq_pb2.Schedule,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.Schedule, _abc.Awaitable[_kokaq_pb2.Schedule]]:
+        """Create a schedule or replace what it does (its history stays); admin.
+        The node computes next_fire_at. Needs log format 4.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _kokaq_pb2.ScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.Schedule, _abc.Awaitable[_kokaq_pb2.Schedule]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _kokaq_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.ListSchedulesResponse, _abc.Awaitable[_kokaq_pb2.ListSchedulesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _kokaq_pb2.ScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.Empty, _abc.Awaitable[_kokaq_pb2.Empty]]: ...
+
+    @_abc_1.abstractmethod
+    def TriggerSchedule(
+        self,
+        request: _kokaq_pb2.ScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.EnqueueResult, _abc.Awaitable[_kokaq_pb2.EnqueueResult]]:
+        """Enqueue the schedule's job now, besides its fires."""
 
     @_abc_1.abstractmethod
     def GetStats(

@@ -27,7 +27,7 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 from kokaq.server.gateway import Gateway
 from kokaq.server.metrics import NodeMetrics
 from kokaq.server.operations import Role
-from kokaq.server.rest import health, jobs, resources, stats, workers
+from kokaq.server.rest import health, jobs, resources, schedules, stats, workers
 from kokaq.server.rest.deps import api_key_header, caller_of
 from kokaq.server.rest.errors import ERROR_SCHEMA, install_error_handlers
 from kokaq.server.rest.health import NodeView
@@ -74,6 +74,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(stats.router)
     app.include_router(workers.router)
+    app.include_router(schedules.router)
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
 

@@ -194,8 +194,11 @@ async def _ensure_queue(caller: Caller, namespace: str, queue: str) -> None:
         await run("CreateQueue", pb.QueueRequest(namespace=namespace, queue=queue, config=config))
 
 
-async def _enqueue(caller: Caller, name: str, request: Any, namespace: str, queue: str) -> Any:
-    """Enqueue, making the queue (and the default namespace) on first use."""
+async def run_making_queue(
+    caller: Caller, name: str, request: Any, namespace: str, queue: str
+) -> Any:
+    """Run a write on a queue (an enqueue, a schedule), making the queue (and
+    the default namespace) on first use."""
     caller.gateway.authorize(name, request, caller.key)
     try:
         return await caller.run(name, request)
@@ -210,7 +213,7 @@ async def _enqueue(caller: Caller, name: str, request: Any, namespace: str, queu
 async def submit_job(job: JobIn, caller: CallerDep) -> Any:
     spec = cv.spec_to_proto(spec_of(job))
     request = pb.EnqueueRequest(namespace=job.namespace, queue=job.queue, message=spec)
-    result = await _enqueue(caller, "Enqueue", request, job.namespace, job.queue)
+    result = await run_making_queue(caller, "Enqueue", request, job.namespace, job.queue)
     if result.duplicate:
         first = await _find(caller, job.namespace, result.message_id)
         body = {"id": result.message_id, "duplicate": True}
@@ -248,7 +251,9 @@ async def submit_jobs(batch: JobBatch, caller: CallerDep) -> Any:
             raise error.at(f"jobs[{index}]") from None
     request = pb.EnqueueBatchRequest(namespace=first.namespace, queue=first.queue, messages=specs)
     try:
-        results = await _enqueue(caller, "EnqueueBatch", request, first.namespace, first.queue)
+        results = await run_making_queue(
+            caller, "EnqueueBatch", request, first.namespace, first.queue
+        )
     except InvalidArgument as error:  # the engine names messages[i]
         details = error.details()
         details["field"] = "jobs" + error.field.removeprefix("messages")

@@ -23,6 +23,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "PayloadTooLarge": {"field": "payload", "size": 10, "limit": 5},
     "NamespaceNotFound": {"namespace": "ns"},
     "QueueNotFound": {"namespace": "ns", "queue": "q"},
+    "ScheduleNotFound": {"namespace": "ns", "schedule": "daily"},
     "MessageNotFound": {"namespace": "ns", "queue": "q", "message_id": "m"},
     "NamespaceExists": {"namespace": "ns"},
     "QueueExists": {"namespace": "ns", "queue": "q"},

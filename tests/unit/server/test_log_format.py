@@ -39,9 +39,12 @@ def acks(*results: bytes) -> pb.AckBatchRequest:
 
 
 def test_what_each_format_brings() -> None:
-    assert LOG_FORMAT == 3
+    assert LOG_FORMAT == 4
     pause = pb.QueueRequest(namespace="ns", queue="q")
     assert format_needed("PauseQueue", pause) == format_needed("ResumeQueue", pause) == 3
+    schedule = pb.ScheduleRequest(namespace="ns", name="daily")
+    for name in ("PutSchedule", "DeleteSchedule", "TriggerSchedule", "FireSchedule"):
+        assert format_needed(name, schedule) == 4
     assert format_needed("ReportProgress", pb.ProgressRequest(lock=lock(), progress="1")) == 2
     assert format_needed("AckBatch", acks(b"", b"r")) == 2
     assert format_needed("AckBatch", acks(b"", b"")) == FIRST
@@ -70,6 +73,13 @@ def test_pausing_has_no_older_form_and_is_refused(log_format: int) -> None:
         with pytest.raises(FailedPrecondition, match=f"log format is {log_format}; {name} needs"):
             in_format(name, request, log_format)
     assert in_format("PauseQueue", request, 3) == ("PauseQueue", request)
+
+
+def test_schedules_have_no_older_form_and_are_refused() -> None:
+    with pytest.raises(FailedPrecondition, match="log format is 3; PutSchedule needs format 4"):
+        in_format("PutSchedule", pb.Schedule(namespace="ns", name="daily"), 3)
+    request = pb.ScheduleRequest(namespace="ns", name="daily")
+    assert in_format("TriggerSchedule", request, 4) == ("TriggerSchedule", request)
 
 
 def test_a_report_too_large_is_refused_though_format_1_would_not_keep_it() -> None:

@@ -1,0 +1,135 @@
+"""Schedules over REST, in the job face's terms: a job submitted at the times
+of a cron expression."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from kokaq.core import MAX_PRIORITY
+from kokaq.protocol import convert as cv
+from kokaq.protocol.jobs import DEFAULT_NAMESPACE, iso, job_spec, schedule_json
+from kokaq.protocol.v1 import kokaq_pb2 as pb
+from kokaq.server.rest.deps import Caller, CallerDep
+from kokaq.server.rest.jobs import JobCreated, Key, Name, RetryBackoff, run_making_queue
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+ScheduleName = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+NamespaceQuery = Annotated[str, Query(min_length=1, max_length=128)]
+
+
+class ScheduleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field(
+        min_length=1,
+        max_length=256,
+        description="5 fields (minute hour day month weekday), or 6 with seconds first",
+    )
+    timezone: str = Field("UTC", min_length=1, max_length=64, description="IANA name")
+    type: Key = Field(description="the job's type; workers dispatch on it")
+    payload: JsonValue = Field(description="the job's payload, any JSON value")
+    queue: Name = "default"
+    namespace: Name = DEFAULT_NAMESPACE
+    priority: Annotated[int, Field(ge=0, le=MAX_PRIORITY)] = 0
+    max_retries: Annotated[int, Field(ge=0, le=10_000)] = 3
+    ttl_seconds: Annotated[float, Field(gt=0, le=365 * 86_400)] | None = None
+    fairness_key: Key | None = None
+    retry_backoff: RetryBackoff | None = None
+    paused: bool = Field(False, description="waits without firing")
+
+
+class ScheduleOut(BaseModel):
+    name: str
+    namespace: str
+    queue: str
+    cron: str
+    timezone: str
+    paused: bool
+    type: str | None
+    payload: JsonValue = None
+    payload_base64: str | None = None  # a payload that is not JSON
+    priority: int
+    max_retries: int | None
+    next_fire_at: str | None  # ISO 8601
+    last_fire_at: str | None
+    last_job_id: str | None  # the job its last fire submitted
+    last_error: str | None  # why its last fire submitted nothing
+    fired: int  # fires (and triggers) that submitted a job
+    created_at: str | None
+    updated_at: str | None
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleOut]
+
+
+@router.put("/schedules/{name}", response_model=ScheduleOut, summary="Create or replace a schedule")
+async def put_schedule(name: ScheduleName, body: ScheduleIn, caller: CallerDep) -> Any:
+    """The job is submitted at each time of ``cron`` in ``timezone`` (its queue
+    is made on first use, as a submit makes it). Replacing keeps the
+    schedule's history. A time missed while no node led fires once."""
+    template = job_spec(
+        body.type,
+        body.payload,
+        priority=body.priority,
+        max_retries=body.max_retries,
+        ttl_ms=None if body.ttl_seconds is None else max(1, round(body.ttl_seconds * 1000)),
+        fairness_key=body.fairness_key,
+        backoff=None if body.retry_backoff is None else body.retry_backoff.policy(),
+    )
+    request = pb.Schedule(
+        namespace=body.namespace,
+        name=name,
+        queue=body.queue,
+        cron=body.cron,
+        timezone=body.timezone,
+        template=cv.spec_to_proto(template),
+        paused=body.paused,
+    )
+    info = await run_making_queue(caller, "PutSchedule", request, body.namespace, body.queue)
+    return schedule_json(info)
+
+
+@router.get("/schedules", response_model=ScheduleList, summary="The schedules of a namespace")
+async def list_schedules(caller: CallerDep, namespace: NamespaceQuery = DEFAULT_NAMESPACE) -> Any:
+    infos = await caller.run("ListSchedules", pb.ListSchedulesRequest(namespace=namespace))
+    return {"schedules": [schedule_json(info) for info in infos]}
+
+
+@router.get("/schedules/{name}", response_model=ScheduleOut, summary="A schedule")
+async def get_schedule(
+    name: ScheduleName, caller: CallerDep, namespace: NamespaceQuery = DEFAULT_NAMESPACE
+) -> Any:
+    return schedule_json(await _run(caller, "GetSchedule", namespace, name))
+
+
+@router.delete("/schedules/{name}", status_code=204, summary="Delete a schedule")
+async def delete_schedule(
+    name: ScheduleName, caller: CallerDep, namespace: NamespaceQuery = DEFAULT_NAMESPACE
+) -> Response:
+    await _run(caller, "DeleteSchedule", namespace, name)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/schedules/{name}/trigger",
+    status_code=201,
+    response_model=JobCreated,
+    summary="Submit the schedule's job now",
+)
+async def trigger_schedule(
+    name: ScheduleName, caller: CallerDep, namespace: NamespaceQuery = DEFAULT_NAMESPACE
+) -> Any:
+    """Besides its fires, paused or not; its fire times do not move."""
+    result = await _run(caller, "TriggerSchedule", namespace, name)
+    return {"id": result.message_id, "status": "pending", "run_at": iso(result.visible_at)}
+
+
+async def _run(caller: Caller, operation: str, namespace: str, name: str) -> Any:
+    return await caller.run(operation, pb.ScheduleRequest(namespace=namespace, name=name))
