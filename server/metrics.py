@@ -5,7 +5,8 @@ The engine emits nothing (it is pure); these observe it from outside:
 * read from the engine at scrape time — the replicated per-queue totals
   (``kokaq_messages_{enqueued,dequeued,acked,nacked,dead_lettered,expired}_total``),
   ``kokaq_queue_messages{state}``, ``kokaq_queue_oldest_ready_age_seconds``,
-  ``kokaq_queue_paused`` and
+  ``kokaq_queue_paused``, ``kokaq_schedule_{fired_total,next_fire_timestamp_seconds,
+  last_fire_failed}`` and
   ``kokaq_scheduler_share_ratio`` (achieved over configured share: one row per
   band with ``key=""``, and one per fairness key for the ten most served keys
   of each band, the rest summed under ``key="other"``);
@@ -106,9 +107,29 @@ class _EngineCollector(Collector):
             "Achieved over configured share of dispatched cost (key='' for the band as a whole)",
             labels=[*labels, "band", "key"],
         )
+        fired = CounterMetricFamily(
+            "kokaq_schedule_fired",
+            "Fires (and triggers) of a schedule that enqueued its job",
+            labels=["namespace", "schedule"],
+        )
+        next_fire = GaugeMetricFamily(
+            "kokaq_schedule_next_fire_timestamp_seconds",
+            "When a schedule fires next (alert when it stays in the past)",
+            labels=["namespace", "schedule"],
+        )
+        failing = GaugeMetricFamily(
+            "kokaq_schedule_last_fire_failed",
+            "1 when a schedule's last fire enqueued nothing (its queue refused the job)",
+            labels=["namespace", "schedule"],
+        )
         with self._lock:
             engine = self._engine()
             for ns in engine.list_namespaces():
+                for schedule in engine.list_schedules(ns.name):
+                    at = [ns.name, schedule.name]
+                    fired.add_metric(at, schedule.fired)
+                    next_fire.add_metric(at, schedule.next_fire_at / 1000)
+                    failing.add_metric(at, int(schedule.last_error is not None))
                 for info in engine.list_queues(ns.name):
                     at = [ns.name, info.name]
                     stats = engine.stats(ns.name, info.name)
@@ -123,7 +144,7 @@ class _EngineCollector(Collector):
                         shares, at, engine.scheduling_stats(ns.name, info.name, key_limit=1000)
                     )
         yield from totals.values()
-        yield from (depth, oldest, paused, shares)
+        yield from (depth, oldest, paused, shares, fired, next_fire, failing)
         yield from _raft_metrics(self._raft_status())
 
 

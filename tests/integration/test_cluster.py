@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -541,3 +542,42 @@ def test_a_rolling_upgrade_agrees_on_a_newer_log_format_once_every_member_applie
     finally:
         for node in nodes:
             node.kill()
+
+
+def test_a_schedule_fires_once_per_time_through_a_leader_failover(
+    cluster: list[NodeProcess],
+) -> None:
+    """Every second a job; the leader is SIGKILLed; the new leader goes on from
+    the fire time the log says the schedule waits for: no time fires twice
+    (each fire that enqueued counts once, and jobs are one per time), and
+    only times that passed while no node led are missing."""
+    old = leader_of(cluster)
+
+    def get(node: NodeProcess, path: str, **params: Any) -> Any:
+        with httpx.Client(base_url=f"http://{node.http}", timeout=10) as http:
+            return http.get(path, params=params).json()
+
+    def fired_on(node: NodeProcess) -> int:
+        return int(get(node, "/v1/schedules/tick")["fired"])
+
+    with httpx.Client(base_url=f"http://{old.http}", timeout=10) as http:
+        body = {"cron": "* * * * * *", "type": "tick", "payload": 1, "queue": "ticks"}
+        assert http.put("/v1/schedules/tick", json=body).status_code == 200
+    wait_until(lambda: fired_on(old) >= 3, timeout=15)
+    old.kill()
+    killed_at = time.time()
+    new = leader_of([n for n in cluster if n is not old])
+    elected_at = time.time()
+    before = fired_on(new)
+    wait_until(lambda: fired_on(new) >= before + 3, timeout=15)
+    time.sleep(0.5)  # a fire in flight lands
+    jobs = get(new, "/v1/jobs", queue="ticks", limit=1000)["jobs"]
+    times = sorted(int(job["idempotency_key"].rsplit(":", 1)[1]) for job in jobs)
+    assert len(jobs) == fired_on(new)  # no fire enqueued twice
+    assert len(set(times)) == len(times)
+    missing = [t for t in range(times[0], times[-1], 1000) if t not in times]
+    assert all(killed_at * 1000 - 1000 < t < elected_at * 1000 for t in missing), (
+        missing,
+        killed_at,
+        elected_at,
+    )

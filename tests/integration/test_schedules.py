@@ -21,6 +21,7 @@ from kokaq.client import Client
 from kokaq.core import FailedPrecondition, MessageSpec, ScheduleNotFound, ScheduleSpec
 from kokaq.repl.cli import cli
 from tests.integration.nodes import NodeProcess, wait_until
+from tests.integration.scrape import scrape
 from tests.integration.worker_processes import Workers
 
 EVERY_SECOND = "* * * * * *"
@@ -81,6 +82,11 @@ def test_a_schedule_submits_its_job_at_each_time_and_workers_run_them(
         workers.stop_all()
     shown = http.get(f"/v1/schedules/{name}").json()
     assert shown["fired"] >= 3 and shown["last_error"] is None
+    samples = scrape(http)
+    at = frozenset({"namespace": "default", "schedule": name}.items())
+    assert samples[("kokaq_schedule_fired_total", at)] >= shown["fired"]
+    assert samples[("kokaq_schedule_last_fire_failed", at)] == 0
+    assert samples[("kokaq_schedule_next_fire_timestamp_seconds", at)] > time.time() - 1
     assert shown["last_job_id"] in {job["id"] for job in jobs_of(http, queue)}
     assert name in [s["name"] for s in http.get("/v1/schedules").json()["schedules"]]
 
