@@ -34,6 +34,9 @@ class ScheduleIn(BaseModel):
     timezone: str = Field("UTC", min_length=1, max_length=64, description="IANA name")
     type: Key = Field(description="the job's type; workers dispatch on it")
     payload: JsonValue = Field(description="the job's payload, any JSON value")
+    # As GET shows it, so that what GET shows can be put back; only null (a
+    # schedule made over gRPC with a payload that is not JSON cannot be).
+    payload_base64: None = None
     queue: Name = "default"
     namespace: Name = DEFAULT_NAMESPACE
     priority: Annotated[int, Field(ge=0, le=MAX_PRIORITY)] = 0
@@ -56,6 +59,9 @@ class ScheduleOut(BaseModel):
     payload_base64: str | None = None  # a payload that is not JSON
     priority: int
     max_retries: int | None
+    ttl_seconds: float | None
+    fairness_key: str | None
+    retry_backoff: dict[str, float] | None
     next_fire_at: str | None  # ISO 8601
     last_fire_at: str | None
     last_job_id: str | None  # the job its last fire submitted

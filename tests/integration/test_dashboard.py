@@ -256,3 +256,31 @@ def test_dashboard_without_a_key_says_so(browser: Browser, tmp_path: Path) -> No
         assert errors == []
     finally:
         node.kill()
+
+
+def test_dashboard_lists_schedules_and_runs_one_now(
+    browser: Browser, node: NodeProcess, http: httpx.Client
+) -> None:
+    errors: list[str] = []
+    name, queue = f"dash-{uuid.uuid4().hex[:6]}", f"dash-{uuid.uuid4().hex[:6]}"
+    body = {"cron": "0 4 * * *", "timezone": "Asia/Tokyo", "type": "digest", "payload": {}}
+    assert http.put(f"/v1/schedules/{name}", json=body | {"queue": queue}).status_code == 200
+    page = open_dashboard(browser, node, errors)
+    page.click("#tabs button[data-tab=schedules]")
+    row = page.locator(f'#schedules-table tr[data-schedule="{name}"]')
+    cells = row.locator("td")
+    expect(cells.nth(1)).to_have_text("digest", timeout=3_000)
+    expect(cells.nth(3)).to_have_text("0 4 * * *")
+    expect(cells.nth(4)).to_have_text("Asia/Tokyo")
+    expect(cells.nth(6)).to_have_text("0")
+    row.locator("button.trigger").click()
+    expect(page.locator("#schedules-result")).to_contain_text("submitted ", timeout=3_000)
+    job_id = page.inner_text("#schedules-result").removeprefix("submitted ")
+    assert http.get(f"/v1/jobs/{job_id}").json()["type"] == "digest"
+    expect(cells.nth(6)).to_have_text("1", timeout=3_000)
+    expect(cells.nth(7)).to_have_text(job_id)
+    http.put(f"/v1/schedules/{name}", json=body | {"queue": queue, "paused": True})
+    expect(cells.nth(5)).to_have_text("paused", timeout=3_000)
+    page.close()
+    assert errors == []
+    http.delete(f"/v1/schedules/{name}")

@@ -111,6 +111,32 @@ def test_a_schedule_submits_its_job_at_each_time_and_workers_run_them(
     assert error_of(http.get(f"/v1/schedules/{name}"), 404)["type"] == "ScheduleNotFound"
 
 
+def test_what_get_shows_puts_the_same_schedule_back(http: httpx.Client) -> None:
+    name = f"full-{uuid.uuid4().hex[:6]}"
+    body = {
+        "cron": "15 3 * * 0",
+        "timezone": "America/New_York",
+        "type": "cleanup",
+        "payload": {"older_than_days": 30},
+        "queue": "maintenance",
+        "priority": 3,
+        "max_retries": 7,
+        "ttl_seconds": 3600.0,
+        "fairness_key": "ops",
+        "retry_backoff": {"base_seconds": 5.0, "factor": 3.0, "max_seconds": 600.0, "jitter": 0.1},
+        "paused": True,
+    }
+    first = http.put(f"/v1/schedules/{name}", json=body).json()
+    assert {key: first[key] for key in body} == body
+    read_only = {"name", "next_fire_at", "last_fire_at", "last_job_id", "last_error", "fired"}
+    again = {k: v for k, v in first.items() if k not in read_only | {"created_at", "updated_at"}}
+    put_back = http.put(f"/v1/schedules/{name}", json=again)
+    assert put_back.status_code == 200, put_back.text
+    second = put_back.json()
+    assert {key: second[key] for key in body} == body
+    assert http.delete(f"/v1/schedules/{name}").status_code == 204
+
+
 def test_bad_schedules_are_refused_naming_the_field(http: httpx.Client) -> None:
     good = {"cron": "0 6 * * *", "type": "report", "payload": {}}
     for change, field in (

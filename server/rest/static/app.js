@@ -340,6 +340,31 @@ async function refreshWorkers() {
         : w.paused_queues.length ? `working (paused: ${w.paused_queues.join(", ")})` : "working"))));
 }
 
+// -- schedules ---------------------------------------------------------------------------
+
+async function refreshSchedules() {
+  const ns = encodeURIComponent(state.namespace);
+  let schedules = [];
+  try {
+    ({ schedules } = await api(`/v1/schedules?namespace=${ns}`));
+  } catch (error) {
+    if (error.status !== 404) throw error;  // no such namespace yet
+  }
+  setRows("#schedules-table", schedules.map((s) => el("tr", { "data-schedule": s.name },
+    el("td", {}, s.name), el("td", {}, s.type ?? "–"), el("td", {}, s.queue), el("td", {}, el("code", {}, s.cron)),
+    el("td", {}, s.timezone), el("td", {}, s.paused ? el("span", { class: "pill bad" }, "paused") : when(s.next_fire_at)),
+    el("td", { class: "num" }, number(s.fired)), el("td", {}, s.last_job_id ?? "–"), el("td", {}, s.last_error ?? ""),
+    el("td", {}, el("button", { class: "secondary trigger", onclick: () => runSchedule(s).catch(showError) }, "Run now")))));
+}
+
+// Submits the schedule's job at once (paused or not); its fire times stay.
+async function runSchedule(s) {
+  const path = `/v1/schedules/${encodeURIComponent(s.name)}/trigger?namespace=${encodeURIComponent(s.namespace)}`;
+  const job = await api(path, { method: "POST" });
+  $("#schedules-result").textContent = `submitted ${job.id}`;
+  await refreshSchedules();
+}
+
 // -- cluster ---------------------------------------------------------------------------
 
 async function refreshCluster() {
@@ -377,6 +402,7 @@ async function refresh() {
     await refreshOverview();
     if (state.tab === "jobs") await refreshJobs();
     if (state.tab === "dlq") await refreshDead();
+    if (state.tab === "schedules") await refreshSchedules();
     $("#refreshed").textContent = `updated ${new Date().toLocaleTimeString(undefined, { hour12: false })}`;
     showError(null);
   } catch (error) {
