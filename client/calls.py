@@ -191,6 +191,7 @@ def put_schedule(namespace: str, name: str, spec: ScheduleSpec) -> Call[Schedule
         timezone=spec.timezone,
         template=cv.spec_to_proto(spec.template),
         paused=spec.paused,
+        skip_if_running=spec.skip_if_running,
     )
     return Call("PutSchedule", request, cv.schedule_from_proto)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from kokaq.core.admission import admit
 from kokaq.core.engine_core import MAX_TIME, EngineCore
 from kokaq.core.errors import InvalidArgument, KokaqError, ScheduleNotFound
-from kokaq.core.message import MessageSpec
+from kokaq.core.message import MessageSpec, MessageState
 from kokaq.core.results import EnqueueResult
 from kokaq.core.validation import check_bool, check_int, check_name, check_text
 
@@ -28,18 +28,22 @@ MAX_CRON = 256  # bytes of a cron expression
 MAX_TIMEZONE = 64  # bytes of an IANA time zone name
 #: Template fields a schedule sets itself: when the job runs, and its dedup key.
 _SET_AT_FIRE = ("delay_ms", "run_at", "expires_at", "dedup_key")
+_UNFINISHED = frozenset({MessageState.READY, MessageState.DELAYED, MessageState.LEASED})
 
 
 @dataclass(frozen=True, slots=True)
 class ScheduleSpec:
     """What a schedule does: enqueue ``template`` into ``queue`` (of its
-    namespace) at each time ``cron`` names in ``timezone``; nothing while paused."""
+    namespace) at each time ``cron`` names in ``timezone``; nothing while
+    paused, nor (``skip_if_running``) while the last job it enqueued is still
+    waiting or running: jobs do not pile up while the workers are down."""
 
     queue: str
     cron: str
     template: MessageSpec
     timezone: str = "UTC"
     paused: bool = False
+    skip_if_running: bool = False
 
     def validate(self) -> None:
         check_name("queue", self.queue)
@@ -48,6 +52,7 @@ class ScheduleSpec:
         if not check_text("timezone", self.timezone, MAX_TIMEZONE):
             raise InvalidArgument("timezone", "give a time zone name (UTC, Europe/Paris, …)")
         check_bool("paused", self.paused)
+        check_bool("skip_if_running", self.skip_if_running)
         if not isinstance(self.template, MessageSpec):
             raise InvalidArgument("template", "must be a MessageSpec")
         for name in _SET_AT_FIRE:
@@ -159,8 +164,9 @@ class ScheduleOps(EngineCore):
         """Enqueue the schedule's job for ``fire_at`` and wait for ``next_fire_at``.
         Only the fire the schedule waits for happens: another (already fired,
         the schedule changed or paused since it was proposed) changes nothing
-        and returns None. A job its queue refuses (gone, full) is skipped:
-        the error is kept in ``last_error`` and the schedule moves on."""
+        and returns None. A job its queue refuses (gone, full), or one the
+        last job would overlap (``skip_if_running``), is skipped: why is kept
+        in ``last_error`` and the schedule moves on."""
         now = self._clock(now)
         schedule = self._schedule(namespace, name)
         check_int("fire_at", fire_at, 0, MAX_TIME)
@@ -169,6 +175,11 @@ class ScheduleOps(EngineCore):
             return None
         schedule.next_fire_at = next_fire_at
         schedule.last_fire_at = fire_at
+        if schedule.spec.skip_if_running:
+            running = self._last_job_running(namespace, schedule)
+            if running is not None:
+                schedule.last_error = f"skipped: its last job {running} has not finished"
+                return None
         try:
             return self._enqueue_template(namespace, schedule, message_id, f"{fire_at}", now)
         except KokaqError as error:
@@ -193,6 +204,13 @@ class ScheduleOps(EngineCore):
             self._namespace(namespace)
             check_name("name", name)
             raise ScheduleNotFound(namespace, name) from None
+
+    def _last_job_running(self, namespace: str, schedule: Schedule) -> str | None:
+        """The last job the schedule enqueued, if it still waits or runs."""
+        queue = self._namespaces[namespace].queues.get(schedule.spec.queue)
+        last = schedule.last_message_id
+        message = None if queue is None or last is None else queue.messages.get(last)
+        return last if message is not None and message.state in _UNFINISHED else None
 
     def _enqueue_template(
         self, namespace: str, schedule: Schedule, message_id: str, when: str, now: int

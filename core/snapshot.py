@@ -86,6 +86,7 @@ def _dump_schedule(s: Schedule) -> list[Any]:
         spec.cron,
         spec.timezone,
         spec.paused,
+        spec.skip_if_running,
         [
             template.payload,
             template.priority,
@@ -107,7 +108,7 @@ def _dump_schedule(s: Schedule) -> list[Any]:
 
 
 def _load_schedule(data: list[Any]) -> Schedule:
-    name, queue, cron, timezone, paused, template, next_fire_at, *history = data
+    name, queue, cron, timezone, paused, skip_if_running, template, next_fire_at, *history = data
     payload, priority, headers, ttl_ms, max_deliveries, fairness_key, cost, backoff = template
     spec = ScheduleSpec(
         queue,
@@ -124,6 +125,7 @@ def _load_schedule(data: list[Any]) -> Schedule:
         ),
         timezone,
         paused,
+        skip_if_running,
     )
     schedule = Schedule(name, spec, next_fire_at, 0)
     (

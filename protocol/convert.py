@@ -330,6 +330,7 @@ def schedule_to_proto(info: ScheduleInfo) -> pb.Schedule:
         timezone=spec.timezone,
         template=spec_to_proto(spec.template),
         paused=spec.paused,
+        skip_if_running=spec.skip_if_running,
         next_fire_at=info.next_fire_at,
         last_fire_at=info.last_fire_at,
         last_message_id=info.last_message_id,
@@ -347,6 +348,7 @@ def schedule_spec_from_proto(message: pb.Schedule) -> ScheduleSpec:
         template=spec_from_proto(message.template),
         timezone=message.timezone or "UTC",
         paused=message.paused,
+        skip_if_running=message.skip_if_running,
     )
 
 

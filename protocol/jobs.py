@@ -272,6 +272,7 @@ def schedule_json(info: ScheduleInfo) -> dict[str, Any]:
         "cron": spec.cron,
         "timezone": spec.timezone,
         "paused": spec.paused,
+        "skip_if_running": spec.skip_if_running,
         "type": None if template.headers is None else template.headers.type,
         **payload_fields(template, decode_json=True),
         "priority": template.priority,

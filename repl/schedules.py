@@ -40,6 +40,9 @@ Examples:
 @click.option("--ttl", type=DURATION, help="Give up on a job not done within this long.")
 @click.option("--fairness-key", help="The tenant its jobs are fair-shared as.")
 @click.option("--paused", is_flag=True, help="Keep it, fire nothing (put it again to resume).")
+@click.option(
+    "--skip-if-running", is_flag=True, help="No new job while its last one waits or runs."
+)
 @client_command
 def put(
     session: Session,
@@ -54,6 +57,7 @@ def put(
     ttl: int | None,
     fairness_key: str | None,
     paused: bool,
+    skip_if_running: bool,
 ) -> None:
     """Create schedule NAME, or replace what it does (its history stays): a
     TYPE job with the JSON PAYLOAD (default {}) at each time of --cron."""
@@ -65,7 +69,7 @@ def put(
         ttl_ms=ttl,
         fairness_key=fairness_key,
     )
-    spec = ScheduleSpec(queue, cron, template, timezone, paused)
+    spec = ScheduleSpec(queue, cron, template, timezone, paused, skip_if_running)
     info = run_making_queue(session, queue, calls.put_schedule(session.namespace, name, spec))
     shown = schedule_json(info)
     state = "paused" if paused else f"next at {shown['next_fire_at']}"

@@ -1723,6 +1723,7 @@ class Schedule(_message.Message):
     TIMEZONE_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
+    SKIP_IF_RUNNING_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_AT_FIELD_NUMBER: _builtins.int
     LAST_FIRE_AT_FIELD_NUMBER: _builtins.int
     LAST_MESSAGE_ID_FIELD_NUMBER: _builtins.int
@@ -1742,6 +1743,10 @@ class Schedule(_message.Message):
     """IANA name the cron is read in; "" = UTC"""
     paused: _builtins.bool
     """waits without firing"""
+    skip_if_running: _builtins.bool
+    """A fire while the last job it enqueued still waits or runs enqueues nothing
+    (last_error says so): jobs do not pile up while the workers are down.
+    """
     next_fire_at: _builtins.int
     """Set by the node:"""
     last_fire_at: _builtins.int
@@ -1767,6 +1772,7 @@ class Schedule(_message.Message):
         timezone: _builtins.str = ...,
         template: Global___MessageSpec | None = ...,
         paused: _builtins.bool = ...,
+        skip_if_running: _builtins.bool = ...,
         next_fire_at: _builtins.int = ...,
         last_fire_at: _builtins.int | None = ...,
         last_message_id: _builtins.str | None = ...,
@@ -1777,7 +1783,7 @@ class Schedule(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_last_error", b"_last_error", "_last_fire_at", b"_last_fire_at", "_last_message_id", b"_last_message_id", "last_error", b"last_error", "last_fire_at", b"last_fire_at", "last_message_id", b"last_message_id", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_last_error", b"_last_error", "_last_fire_at", b"_last_fire_at", "_last_message_id", b"_last_message_id", "created_at", b"created_at", "cron", b"cron", "fired", b"fired", "last_error", b"last_error", "last_fire_at", b"last_fire_at", "last_message_id", b"last_message_id", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at", "paused", b"paused", "queue", b"queue", "template", b"template", "timezone", b"timezone", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_last_error", b"_last_error", "_last_fire_at", b"_last_fire_at", "_last_message_id", b"_last_message_id", "created_at", b"created_at", "cron", b"cron", "fired", b"fired", "last_error", b"last_error", "last_fire_at", b"last_fire_at", "last_message_id", b"last_message_id", "name", b"name", "namespace", b"namespace", "next_fire_at", b"next_fire_at", "paused", b"paused", "queue", b"queue", "skip_if_running", b"skip_if_running", "template", b"template", "timezone", b"timezone", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__last_error: _TypeAlias = _typing.Literal["last_error"]  # noqa: Y015
     _WhichOneofArgType__last_error: _TypeAlias = _typing.Literal["_last_error", b"_last_error"]  # noqa: Y015

@@ -45,6 +45,9 @@ class ScheduleIn(BaseModel):
     fairness_key: Key | None = None
     retry_backoff: RetryBackoff | None = None
     paused: bool = Field(False, description="waits without firing")
+    skip_if_running: bool = Field(
+        False, description="a fire while its last job still waits or runs submits nothing"
+    )
 
 
 class ScheduleOut(BaseModel):
@@ -54,6 +57,7 @@ class ScheduleOut(BaseModel):
     cron: str
     timezone: str
     paused: bool
+    skip_if_running: bool
     type: str | None
     payload: JsonValue = None
     payload_base64: str | None = None  # a payload that is not JSON
@@ -97,6 +101,7 @@ async def put_schedule(name: ScheduleName, body: ScheduleIn, caller: CallerDep) 
         timezone=body.timezone,
         template=cv.spec_to_proto(template),
         paused=body.paused,
+        skip_if_running=body.skip_if_running,
     )
     info = await run_making_queue(caller, "PutSchedule", request, body.namespace, body.queue)
     return schedule_json(info)

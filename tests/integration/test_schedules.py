@@ -125,6 +125,7 @@ def test_what_get_shows_puts_the_same_schedule_back(http: httpx.Client) -> None:
         "fairness_key": "ops",
         "retry_backoff": {"base_seconds": 5.0, "factor": 3.0, "max_seconds": 600.0, "jitter": 0.1},
         "paused": True,
+        "skip_if_running": True,
     }
     first = http.put(f"/v1/schedules/{name}", json=body).json()
     assert {key: first[key] for key in body} == body

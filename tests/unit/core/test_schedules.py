@@ -189,3 +189,27 @@ def test_snapshots_keep_schedules_and_namespaces_without_keep_their_old_record(
     assert restored.get_schedule("ns", "daily") == h.engine.get_schedule("ns", "daily")
     assert restored.snapshot() == h.engine.snapshot()
     assert Engine.restore(plain).list_schedules("ns") == []
+
+
+def test_skip_if_running_enqueues_nothing_while_the_last_job_is_unfinished(h: Harness) -> None:
+    first = h.now + MINUTE
+    put(h, next_fire_at=first, skip_if_running=True)
+    h.advance(MINUTE)
+    assert fire(h, first, first + MINUTE, "f1") is not None
+    h.advance(MINUTE)
+    assert fire(h, first + MINUTE, first + 2 * MINUTE, "f2") is None  # f1 still waits
+    shown = h.engine.get_schedule("ns", "daily")
+    assert shown.last_error == "skipped: its last job f1 has not finished"
+    assert (shown.fired, shown.next_fire_at, shown.last_message_id) == (1, first + 2 * MINUTE, "f1")
+    leased = h.take_one()
+    h.advance(1_000)  # within its lease
+    assert fire(h, first + 2 * MINUTE, first + 3 * MINUTE, "f3") is None  # running
+    h.engine.ack("ns", "q", leased.id, leased.lock_id or "", now=h.now)
+    h.advance(MINUTE)
+    assert fire(h, first + 3 * MINUTE, first + 4 * MINUTE, "f4") is not None
+    assert h.engine.get_schedule("ns", "daily").last_error is None
+    # Without the option the same fires overlap.
+    put(h, next_fire_at=first + 5 * MINUTE)
+    h.advance(2 * MINUTE)
+    assert fire(h, first + 5 * MINUTE, first + 6 * MINUTE, "f5") is not None
+    assert h.stats().ready == 2
