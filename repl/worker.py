@@ -1,9 +1,9 @@
 """``kokaq worker module:attr``: run job handlers until SIGTERM.
 
-``module:attr`` names a ``kokaq.client.Worker`` (its handlers, their own
-timeouts and its ``job_timeout`` are used, unless ``--job-timeout`` says
-otherwise; the connection and concurrency come from the command line) or a
-mapping of job type to handler.
+``module:attr`` names a ``kokaq.client.Worker`` (its handlers and their own
+timeouts, and its queues, concurrency and ``job_timeout`` where the command
+line gives none; the connection comes from the command line) or a mapping of
+job type to handler.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -39,9 +39,19 @@ def parse_queues(text: str) -> dict[str, int]:
     return queues
 
 
-def load_handlers(target: str) -> tuple[Mapping[str, Any], Mapping[str, float], float | None]:
-    """The handlers ``target`` names; the timeouts a Worker gave them, and its
-    ``job_timeout``."""
+class Loaded(NamedTuple):
+    """What ``module:attr`` gives the command: its handlers, and, from a
+    Worker, their own timeouts and its settings (the command line's win)."""
+
+    handlers: Mapping[str, Any]
+    timeouts: Mapping[str, float] = {}
+    job_timeout: float | None = None
+    queues: dict[str, int] | None = None
+    concurrency: int | None = None
+
+
+def load_handlers(target: str) -> Loaded:
+    """What ``target`` names: a Worker or a mapping of job type to handler."""
     from kokaq.client import Worker  # noqa: PLC0415
 
     module_name, _, attribute = target.partition(":")
@@ -61,8 +71,9 @@ def load_handlers(target: str) -> tuple[Mapping[str, Any], Mapping[str, float], 
     if not isinstance(handlers, Mapping) or not handlers:
         raise InvalidArgument("target", f"{target} is neither a Worker nor a mapping of handlers")
     if isinstance(found, Worker):
-        return handlers, found.handler_timeouts, found.job_timeout
-    return handlers, {}, None
+        settings = found.job_timeout, dict(found.queues), found.concurrency
+        return Loaded(handlers, found.handler_timeouts, *settings)
+    return Loaded(handlers)
 
 
 @click.command(
@@ -76,17 +87,14 @@ Examples:
 @click.option(
     "--queues",
     envvar="KOKAQ_WORKER_QUEUES",
-    default="default",
-    show_default=True,
-    help="Queues, comma-separated, with weights as name:weight [env KOKAQ_WORKER_QUEUES].",
+    help="Queues, comma-separated, with weights as name:weight "
+    "[the Worker's, else default; env KOKAQ_WORKER_QUEUES].",
 )
 @click.option(
     "--concurrency",
     envvar="KOKAQ_WORKER_CONCURRENCY",
     type=click.IntRange(1, 1000),
-    default=8,
-    show_default=True,
-    help="Handlers running at once [env KOKAQ_WORKER_CONCURRENCY].",
+    help="Handlers running at once [the Worker's, else 8; env KOKAQ_WORKER_CONCURRENCY].",
 )
 @click.option(
     "--prefetch", type=click.IntRange(1, 1000), help="Jobs held at once [twice the concurrency]."
@@ -109,8 +117,8 @@ Examples:
 def worker(
     session: Session,
     target: str,
-    queues: str,
-    concurrency: int,
+    queues: str | None,
+    concurrency: int | None,
     prefetch: int | None,
     worker_id: str | None,
     grace: float,
@@ -119,20 +127,20 @@ def worker(
     """Run job handlers on jobs leased from the node, until SIGTERM."""
     from kokaq.client import Worker  # noqa: PLC0415
 
-    handlers, timeouts, module_timeout = load_handlers(target)
+    loaded = load_handlers(target)
     runner = Worker(
         list(session.servers),
         namespace=session.namespace,
-        queues=parse_queues(queues),
-        concurrency=concurrency,
+        queues=parse_queues(queues) if queues is not None else loaded.queues or {"default": 1},
+        concurrency=concurrency or loaded.concurrency or 8,
         prefetch=prefetch,
         api_key=session.api_key,
         worker_id=worker_id,
         grace=grace,
-        job_timeout=module_timeout if job_timeout is None else job_timeout,
+        job_timeout=loaded.job_timeout if job_timeout is None else job_timeout,
     )
-    for job_type, handler in handlers.items():
-        runner.handler(job_type, timeout=timeouts.get(job_type))(handler)
+    for job_type, handler in loaded.handlers.items():
+        runner.handler(job_type, timeout=loaded.timeouts.get(job_type))(handler)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     click.echo(
         f"kokaq worker {runner.worker_id}: types {', '.join(runner.job_types)} "

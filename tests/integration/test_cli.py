@@ -332,17 +332,22 @@ def test_worker_command_bad_input(
     kokaq("worker", "handlers:handlers", "--concurrency", "0", code=2)
 
 
-def test_a_worker_module_s_timeouts_carry_over(
+def test_a_worker_module_s_settings_carry_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "timed.py").write_text(
         "from kokaq.client import Worker\n"
-        "worker = Worker(job_timeout=7)\n"
+        "worker = Worker(job_timeout=7, queues={'emails': 3, 'reports': 1}, concurrency=5)\n"
         "worker.handler('a', timeout=2)(print)\n"
         "worker.handler('b')(print)\n"
     )
     monkeypatch.chdir(tmp_path)
-    handlers, timeouts, default = load_handlers("timed:worker")
-    assert (sorted(handlers), dict(timeouts), default) == (["a", "b"], {"a": 2}, 7)
+    loaded = load_handlers("timed:worker")
+    assert (sorted(loaded.handlers), dict(loaded.timeouts), loaded.job_timeout) == (
+        ["a", "b"],
+        {"a": 2},
+        7,
+    )
+    assert (loaded.queues, loaded.concurrency) == ({"emails": 3, "reports": 1}, 5)
     (tmp_path / "plain.py").write_text("handlers = {'t': print}\n")
-    assert load_handlers("plain:handlers")[1:] == ({}, None)
+    assert load_handlers("plain:handlers")[1:] == ({}, None, None, None)

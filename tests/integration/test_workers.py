@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -986,3 +989,34 @@ def test_workers_need_a_consumer_key_of_their_namespace(tmp_path: Path) -> None:
     finally:
         running.stop_all()
         node.kill()
+
+
+def test_kokaq_worker_takes_the_queues_and_concurrency_of_its_worker_module(
+    http: httpx.Client, node: NodeProcess, tmp_path: Path
+) -> None:
+    """A module's ``Worker(queues=…, concurrency=…)`` is run as it says when the
+    command line gives neither (it used to lease from ``default``)."""
+    queue = make_queue(http)
+    (tmp_path / "own_settings.py").write_text(
+        "from kokaq.client import Worker\n"
+        f"worker = Worker(queues={{{queue!r}: 2}}, concurrency=3)\n"
+        "worker.handler('ok')(lambda job: {'ran': job.id})\n"
+    )
+    command = [sys.executable, "-m", "kokaq.repl", "worker", "own_settings:worker",
+               "--server", node.grpc, "--worker-id", "own-settings-1"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOKAQ_WORKER_")}
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        job_id = submit(http, queue, "ok")
+        wait_until(lambda: job(http, job_id)["status"] == "succeeded", timeout=20)
+        assert job(http, job_id)["result"] == {"ran": job_id}
+        (shown,) = [w for w in http.get("/v1/workers").json()["workers"]
+                    if w["worker_id"] == "own-settings-1"]  # fmt: skip
+        assert (shown["queues"], shown["concurrency"]) == ([{"queue": queue, "weight": 2}], 3)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=20)[0].decode()
+    assert process.returncode == 0, output
+    assert f"from {queue}:2" in output
