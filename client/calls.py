@@ -209,6 +209,16 @@ def list_schedules(namespace: str) -> Call[list[ScheduleInfo]]:
     )
 
 
+def pause_schedule(namespace: str, name: str) -> Call[ScheduleInfo]:
+    request = pb.ScheduleRequest(namespace=namespace, name=name)
+    return Call("PauseSchedule", request, cv.schedule_from_proto)
+
+
+def resume_schedule(namespace: str, name: str) -> Call[ScheduleInfo]:
+    request = pb.ScheduleRequest(namespace=namespace, name=name)
+    return Call("ResumeSchedule", request, cv.schedule_from_proto)
+
+
 def delete_schedule(namespace: str, name: str) -> Call[None]:
     return Call("DeleteSchedule", pb.ScheduleRequest(namespace=namespace, name=name), _none)
 

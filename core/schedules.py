@@ -71,6 +71,7 @@ class Schedule:
         "last_message_id",
         "name",
         "next_fire_at",
+        "resumed_at",
         "spec",
         "updated_at",
     )
@@ -84,6 +85,8 @@ class Schedule:
         self.last_message_id: str | None = None
         self.last_error: str | None = None
         self.fired = 0
+        # When it was last resumed: a fire time it passed while paused is not fired late.
+        self.resumed_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,25 @@ class ScheduleOps(EngineCore):
         schedules = self._namespace(namespace).schedules
         return [_info(namespace, schedules[name]) for name in sorted(schedules)]
 
+    def pause_schedule(self, namespace: str, name: str, *, now: int) -> ScheduleInfo:
+        """Fire nothing until ``resume_schedule`` (pausing a paused one changes nothing)."""
+        now = self._clock(now)
+        schedule = self._schedule(namespace, name)
+        if not schedule.spec.paused:
+            schedule.spec = dataclasses.replace(schedule.spec, paused=True)
+            schedule.updated_at = now
+        return _info(namespace, schedule)
+
+    def resume_schedule(self, namespace: str, name: str, *, now: int) -> ScheduleInfo:
+        """Fire again from the next time to come: a time passed while paused is
+        skipped, not fired late (resuming a running one changes nothing)."""
+        now = self._clock(now)
+        schedule = self._schedule(namespace, name)
+        if schedule.spec.paused:
+            schedule.spec = dataclasses.replace(schedule.spec, paused=False)
+            schedule.resumed_at = schedule.updated_at = now
+        return _info(namespace, schedule)
+
     def delete_schedule(self, namespace: str, name: str, *, now: int) -> None:
         self._clock(now)
         self._schedule(namespace, name)
@@ -174,6 +196,8 @@ class ScheduleOps(EngineCore):
         if schedule.spec.paused or fire_at != schedule.next_fire_at:
             return None
         schedule.next_fire_at = next_fire_at
+        if schedule.resumed_at is not None and fire_at < schedule.resumed_at:
+            return None  # a time passed while paused: skipped, and on to the next
         schedule.last_fire_at = fire_at
         if schedule.spec.skip_if_running:
             running = self._last_job_running(namespace, schedule)

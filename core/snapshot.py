@@ -104,6 +104,7 @@ def _dump_schedule(s: Schedule) -> list[Any]:
         s.fired,
         s.created_at,
         s.updated_at,
+        s.resumed_at,
     ]
 
 
@@ -135,6 +136,7 @@ def _load_schedule(data: list[Any]) -> Schedule:
         schedule.fired,
         schedule.created_at,
         schedule.updated_at,
+        schedule.resumed_at,
     ) = history
     return schedule
 

@@ -116,6 +116,24 @@ def schedule_trigger(session: Session, name: str) -> None:
     emit(session, {"id": result.message_id}, lambda: click.echo(f"submitted {result.message_id}"))
 
 
+@schedule.command("pause", epilog="Example: kokaq schedule pause nightly-report")
+@click.argument("name")
+@client_command
+def schedule_pause(session: Session, name: str) -> None:
+    """Fire nothing until the schedule is resumed."""
+    session.client.pause_schedule(session.namespace, name)
+    emit(session, {"paused": name}, lambda: click.echo(f"paused schedule {name}"))
+
+
+@schedule.command("resume", epilog="Example: kokaq schedule resume nightly-report")
+@click.argument("name")
+@client_command
+def schedule_resume(session: Session, name: str) -> None:
+    """Fire again from the next time to come (times passed while paused are skipped)."""
+    session.client.resume_schedule(session.namespace, name)
+    emit(session, {"resumed": name}, lambda: click.echo(f"resumed schedule {name}"))
+
+
 @schedule.command("delete", epilog="Example: kokaq schedule delete nightly-report")
 @click.argument("name")
 @client_command

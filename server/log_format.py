@@ -18,8 +18,9 @@ Kafka's ``metadata.version``.
    (the lease is still extended; the report itself is not kept).
 3. paused queues (``PauseQueue``, ``ResumeQueue``; a paused queue's snapshot
    record). Before it they are refused: no older write means the same.
-4. schedules (``PutSchedule``, ``DeleteSchedule``, ``TriggerSchedule``,
-   ``FireSchedule``; a namespace's schedules in snapshots). Refused before.
+4. schedules (``PutSchedule``, ``PauseSchedule``, ``ResumeSchedule``,
+   ``DeleteSchedule``, ``TriggerSchedule``, ``FireSchedule``; a namespace's
+   schedules in snapshots). Refused before.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ _NEW_OPERATIONS = {
     "PauseQueue": 3,
     "ResumeQueue": 3,
     "PutSchedule": 4,
+    "PauseSchedule": 4,
+    "ResumeSchedule": 4,
     "DeleteSchedule": 4,
     "TriggerSchedule": 4,
     "FireSchedule": 4,

@@ -164,6 +164,14 @@ class AsyncClient:
     async def list_schedules(self, namespace: str) -> list[ScheduleInfo]:
         return await self.run(calls.list_schedules(namespace))
 
+    async def pause_schedule(self, namespace: str, name: str) -> ScheduleInfo:
+        """Fire nothing until ``resume_schedule``."""
+        return await self.run(calls.pause_schedule(namespace, name))
+
+    async def resume_schedule(self, namespace: str, name: str) -> ScheduleInfo:
+        """Fire again from the next time to come (times passed while paused are skipped)."""
+        return await self.run(calls.resume_schedule(namespace, name))
+
     async def delete_schedule(self, namespace: str, name: str) -> None:
         await self.run(calls.delete_schedule(namespace, name))
 

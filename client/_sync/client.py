@@ -163,6 +163,14 @@ class Client:
     def list_schedules(self, namespace: str) -> list[ScheduleInfo]:
         return self.run(calls.list_schedules(namespace))
 
+    def pause_schedule(self, namespace: str, name: str) -> ScheduleInfo:
+        """Fire nothing until ``resume_schedule``."""
+        return self.run(calls.pause_schedule(namespace, name))
+
+    def resume_schedule(self, namespace: str, name: str) -> ScheduleInfo:
+        """Fire again from the next time to come (times passed while paused are skipped)."""
+        return self.run(calls.resume_schedule(namespace, name))
+
     def delete_schedule(self, namespace: str, name: str) -> None:
         self.run(calls.delete_schedule(namespace, name))
 

@@ -880,6 +880,16 @@ class ControlPlaneStub:
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesRequest.SerializeToString,
                 response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesResponse.FromString,
                 _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/kokaq.v1.ControlPlane/PauseSchedule',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/kokaq.v1.ControlPlane/ResumeSchedule',
+                request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.FromString,
+                _registered_method=True)
         self.DeleteSchedule = channel.unary_unary(
                 '/kokaq.v1.ControlPlane/DeleteSchedule',
                 request_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.SerializeToString,
@@ -1026,6 +1036,20 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseSchedule(self, request, context):
+        """Fire nothing until resumed; resumed, it fires from the next time to come
+        (times passed while paused are skipped). Both idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteSchedule(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -1156,6 +1180,16 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.ListSchedules,
                     request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesRequest.FromString,
                     response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.FromString,
+                    response_serializer=kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.SerializeToString,
             ),
             'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteSchedule,
@@ -1652,6 +1686,60 @@ class ControlPlane:
             '/kokaq.v1.ControlPlane/ListSchedules',
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesRequest.SerializeToString,
             kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.ControlPlane/PauseSchedule',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kokaq.v1.ControlPlane/ResumeSchedule',
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.ScheduleRequest.SerializeToString,
+            kokaq_dot_protocol_dot_v1_dot_kokaq__pb2.Schedule.FromString,
             options,
             channel_credentials,
             insecure,

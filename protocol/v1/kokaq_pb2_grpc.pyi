@@ -227,6 +227,11 @@ class ControlPlaneStub:
     """
     GetSchedule: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Schedule]
     ListSchedules: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ListSchedulesRequest, _kokaq_pb2.ListSchedulesResponse]
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Schedule]
+    """Fire nothing until resumed; resumed, it fires from the next time to come
+    (times passed while paused are skipped). Both idempotent.
+    """
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Schedule]
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Empty]
     TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.EnqueueResult]
     """Enqueue the schedule's job now, besides its fires."""
@@ -262,6 +267,11 @@ class ControlPlaneAsyncStub(ControlPlaneStub):
     """
     GetSchedule: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Schedule]  # type: ignore[assignment]
     ListSchedules: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ListSchedulesRequest, _kokaq_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Schedule]  # type: ignore[assignment]
+    """Fire nothing until resumed; resumed, it fires from the next time to come
+    (times passed while paused are skipped). Both idempotent.
+    """
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Schedule]  # type: ignore[assignment]
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.Empty]  # type: ignore[assignment]
     TriggerSchedule: _aio.UnaryUnaryMultiCallable[_kokaq_pb2.ScheduleRequest, _kokaq_pb2.EnqueueResult]  # type: ignore[assignment]
     """Enqueue the schedule's job now, besides its fires."""
@@ -396,6 +406,23 @@ class ControlPlaneServicer(metaclass=_abc_1.ABCMeta):
         request: _kokaq_pb2.ListSchedulesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kokaq_pb2.ListSchedulesResponse, _abc.Awaitable[_kokaq_pb2.ListSchedulesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _kokaq_pb2.ScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.Schedule, _abc.Awaitable[_kokaq_pb2.Schedule]]:
+        """Fire nothing until resumed; resumed, it fires from the next time to come
+        (times passed while paused are skipped). Both idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _kokaq_pb2.ScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kokaq_pb2.Schedule, _abc.Awaitable[_kokaq_pb2.Schedule]]: ...
 
     @_abc_1.abstractmethod
     def DeleteSchedule(

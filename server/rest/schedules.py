@@ -128,6 +128,24 @@ async def delete_schedule(
     return Response(status_code=204)
 
 
+@router.post("/schedules/{name}/pause", response_model=ScheduleOut, summary="Pause a schedule")
+async def pause_schedule(
+    name: ScheduleName, caller: CallerDep, namespace: NamespaceQuery = DEFAULT_NAMESPACE
+) -> Any:
+    """It fires nothing until resumed (pausing a paused one changes nothing)."""
+    return schedule_json(await _run(caller, "PauseSchedule", namespace, name))
+
+
+@router.post("/schedules/{name}/resume", response_model=ScheduleOut, summary="Resume a schedule")
+async def resume_schedule(
+    name: ScheduleName, caller: CallerDep, namespace: NamespaceQuery = DEFAULT_NAMESPACE
+) -> Any:
+    """It fires again from the next time to come: times passed while paused are
+    skipped (``next_fire_at`` may show such a time until the leader skips it,
+    at once)."""
+    return schedule_json(await _run(caller, "ResumeSchedule", namespace, name))
+
+
 @router.post(
     "/schedules/{name}/trigger",
     status_code=201,

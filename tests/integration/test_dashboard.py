@@ -279,8 +279,12 @@ def test_dashboard_lists_schedules_and_runs_one_now(
     assert http.get(f"/v1/jobs/{job_id}").json()["type"] == "digest"
     expect(cells.nth(6)).to_have_text("1", timeout=3_000)
     expect(cells.nth(7)).to_have_text(job_id)
-    http.put(f"/v1/schedules/{name}", json=body | {"queue": queue, "paused": True})
+    row.locator("button.pause").click()
     expect(cells.nth(5)).to_have_text("paused", timeout=3_000)
+    assert http.get(f"/v1/schedules/{name}").json()["paused"] is True
+    row.locator("button.resume").click()
+    expect(row.locator("button.pause")).to_be_visible(timeout=3_000)
+    assert http.get(f"/v1/schedules/{name}").json()["paused"] is False
     page.close()
     assert errors == []
     http.delete(f"/v1/schedules/{name}")

@@ -354,14 +354,18 @@ async function refreshSchedules() {
     el("td", {}, s.name), el("td", {}, s.type ?? "–"), el("td", {}, s.queue), el("td", {}, el("code", {}, s.cron)),
     el("td", {}, s.timezone), el("td", {}, s.paused ? el("span", { class: "pill bad" }, "paused") : when(s.next_fire_at)),
     el("td", { class: "num" }, number(s.fired)), el("td", {}, s.last_job_id ?? "–"), el("td", {}, s.last_error ?? ""),
-    el("td", {}, el("button", { class: "secondary trigger", onclick: () => runSchedule(s).catch(showError) }, "Run now")))));
+    el("td", {},
+      el("button", { class: "secondary trigger", onclick: () => scheduleAction(s, "trigger").catch(showError) }, "Run now"), " ",
+      el("button", { class: `secondary ${s.paused ? "resume" : "pause"}`, onclick: () => scheduleAction(s, s.paused ? "resume" : "pause").catch(showError) },
+        s.paused ? "Resume" : "Pause")))));
 }
 
-// Submits the schedule's job at once (paused or not); its fire times stay.
-async function runSchedule(s) {
-  const path = `/v1/schedules/${encodeURIComponent(s.name)}/trigger?namespace=${encodeURIComponent(s.namespace)}`;
-  const job = await api(path, { method: "POST" });
-  $("#schedules-result").textContent = `submitted ${job.id}`;
+// Run now submits the schedule's job at once (paused or not); Pause stops its
+// fires; Resume fires from the next time to come. Admin key.
+async function scheduleAction(s, action) {
+  const path = `/v1/schedules/${encodeURIComponent(s.name)}/${action}?namespace=${encodeURIComponent(s.namespace)}`;
+  const answer = await api(path, { method: "POST" });
+  $("#schedules-result").textContent = action === "trigger" ? `submitted ${answer.id}` : `${action}d ${s.name}`;
   await refreshSchedules();
 }
 

@@ -213,3 +213,32 @@ def test_skip_if_running_enqueues_nothing_while_the_last_job_is_unfinished(h: Ha
     h.advance(2 * MINUTE)
     assert fire(h, first + 5 * MINUTE, first + 6 * MINUTE, "f5") is not None
     assert h.stats().ready == 2
+
+
+def test_a_resumed_schedule_skips_the_times_it_passed_while_paused(h: Harness) -> None:
+    first = h.now + MINUTE
+    put(h, next_fire_at=first)
+    paused = h.engine.pause_schedule("ns", "daily", now=h.now)
+    assert paused.spec.paused and paused.updated_at == h.now
+    assert h.engine.pause_schedule("ns", "daily", now=h.now + 1).updated_at == h.now  # no change
+    h.advance(3 * MINUTE)  # first passes while paused
+    assert h.engine.due_schedules(h.now) == []
+    resumed = h.engine.resume_schedule("ns", "daily", now=h.now)
+    assert not resumed.spec.paused and resumed.next_fire_at == first
+    assert [s.name for s in h.engine.due_schedules(h.now)] == ["daily"]
+    # The leader's fire of the time passed while paused only moves on.
+    assert fire(h, first, h.now + MINUTE) is None
+    shown = h.engine.get_schedule("ns", "daily")
+    assert (shown.next_fire_at, shown.fired, shown.last_fire_at, shown.last_error) == (
+        h.now + MINUTE,
+        0,
+        None,
+        None,
+    )
+    h.advance(MINUTE)
+    assert fire(h, h.now, h.now + MINUTE, "f1") is not None
+    assert h.stats().ready == 1
+    restored = Engine.restore(h.engine.snapshot())
+    assert restored.snapshot() == h.engine.snapshot()
+    with pytest.raises(ScheduleNotFound):
+        h.engine.resume_schedule("ns", "nope", now=h.now)
