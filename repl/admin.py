@@ -106,7 +106,7 @@ def namespace_delete(session: Session, name: str, force: bool) -> None:
 
 @click.group()
 def queue() -> None:
-    """Create, inspect, purge and delete queues."""
+    """Create, inspect, pause, purge and delete queues."""
 
 
 _QUEUE_OPTIONS = [
