@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
-from kokaq.core import InvalidArgument, KokaqError, NotLeader
+from kokaq.core import InvalidArgument, KokaqError, NotLeader, QueueStats
 from kokaq.protocol.grpc_options import SERVER_OPTIONS
 from kokaq.server.auth import ApiKey, Authenticator
 from kokaq.server.cluster import cluster_handler, cluster_status, readiness, split_address
@@ -163,20 +163,20 @@ class _Node:
         server.add_generic_rpc_handlers(generic_handlers(gateway, metrics.observe_grpc))
         server.add_generic_rpc_handlers([cluster_handler(raft, auth, committer)])
 
-        def ready_count(namespace: str, queue: str) -> int | None:
+        def stats_of(namespace: str, queue: str) -> QueueStats | None:
             with raft.lock:
                 try:
-                    stats = raft.engine.stats(namespace, queue)
+                    return raft.engine.stats(namespace, queue)
                 except KokaqError:
                     return None
-            return 0 if stats.paused else stats.ready
+
+        def ready_count(namespace: str, queue: str) -> int | None:
+            stats = stats_of(namespace, queue)
+            return None if stats is None else 0 if stats.paused else stats.ready
 
         def paused(namespace: str, queue: str) -> bool:
-            with raft.lock:
-                try:
-                    return raft.engine.get_queue(namespace, queue).paused_at is not None
-                except KokaqError:
-                    return False
+            stats = stats_of(namespace, queue)
+            return stats is not None and stats.paused
 
         def lease_end(namespace: str, queue: str, message_id: str, lock_id: str) -> int | None:
             with raft.lock:

@@ -43,8 +43,10 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/namespaces", tags=["engine"])
 
 _NAME = r"^[A-Za-z0-9._-]+$"
-NamespaceName = Annotated[str, Path(min_length=1, max_length=128, pattern=_NAME)]
-QueueName = Annotated[str, Path(min_length=1, max_length=128, pattern=_NAME)]
+#: A name in a path (a namespace, a queue, a schedule).
+PathName = Annotated[str, Path(min_length=1, max_length=128, pattern=_NAME)]
+NamespaceName = PathName
+QueueName = PathName
 MessageId = Annotated[str, Path(min_length=1, max_length=128)]
 Force = Annotated[bool, Query(description="delete even when not empty")]
 Config = Annotated[dict[str, Any] | None, Body(embed=True)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from kokaq.core import MAX_PRIORITY
@@ -13,14 +13,21 @@ from kokaq.protocol import convert as cv
 from kokaq.protocol.jobs import DEFAULT_NAMESPACE, iso, job_spec, schedule_json
 from kokaq.protocol.v1 import kokaq_pb2 as pb
 from kokaq.server.rest.deps import Caller, CallerDep
-from kokaq.server.rest.jobs import JobCreated, Key, Name, RetryBackoff, run_making_queue
+from kokaq.server.rest.jobs import (
+    JobCreated,
+    Key,
+    Name,
+    NamespaceQuery,
+    RetryBackoff,
+    run_making_queue,
+)
+from kokaq.server.rest.resources import PathName
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
-ScheduleName = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
-NamespaceQuery = Annotated[str, Query(min_length=1, max_length=128)]
+ScheduleName = PathName
 
 
 class ScheduleIn(BaseModel):
